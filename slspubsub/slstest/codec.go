@@ -16,12 +16,14 @@ type codec struct {
 	dec *zstd.Decoder
 }
 
-func newCodec() *codec {
+// newCodec returns a codec whose zstd decoder refuses to produce more than
+// maxDecoded bytes, so a small body cannot expand past the PutLogs limit.
+func newCodec(maxDecoded int) *codec {
 	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1))
 	if err != nil {
 		panic(fmt.Sprintf("slstest: zstd encoder: %v", err)) // only fails on invalid options
 	}
-	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(0), zstd.WithDecoderMaxMemory(256<<20))
+	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(0), zstd.WithDecoderMaxMemory(uint64(maxDecoded)+1))
 	if err != nil {
 		panic(fmt.Sprintf("slstest: zstd decoder: %v", err))
 	}

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -69,7 +70,12 @@ type faultInjector struct {
 	rng    *rand.Rand
 	nextID uint64
 	faults []*faultEntry
+	count  atomic.Int32 // len(faults), read without the lock
 }
+
+// active reports whether any fault is injected; requests skip the fault
+// machinery entirely when none is.
+func (fi *faultInjector) active() bool { return fi.count.Load() > 0 }
 
 func newFaultInjector(seed int64) *faultInjector {
 	return &faultInjector{rng: rand.New(rand.NewPCG(uint64(seed), 0x5157e57))}
@@ -82,11 +88,13 @@ func (s *Server) InjectFault(f Fault) (remove func()) {
 	fi.nextID++
 	id := fi.nextID
 	fi.faults = append(fi.faults, &faultEntry{id: id, f: f})
+	fi.count.Store(int32(len(fi.faults)))
 	fi.mu.Unlock()
 	return func() {
 		fi.mu.Lock()
 		defer fi.mu.Unlock()
 		fi.faults = slices.DeleteFunc(fi.faults, func(e *faultEntry) bool { return e.id == id })
+		fi.count.Store(int32(len(fi.faults)))
 	}
 }
 
@@ -94,6 +102,7 @@ func (s *Server) InjectFault(f Fault) (remove func()) {
 func (s *Server) ClearFaults() {
 	s.faults.mu.Lock()
 	s.faults.faults = nil
+	s.faults.count.Store(0)
 	s.faults.mu.Unlock()
 }
 
@@ -129,6 +138,9 @@ func (fi *faultInjector) pick(rq *request) []Fault {
 // apply injects the faults hitting rq. It returns done when it has already
 // dealt with the connection (a reset), or the error to answer with.
 func (fi *faultInjector) apply(rq *request) (done bool, e *Error) {
+	if !fi.active() {
+		return false, nil
+	}
 	for _, f := range fi.pick(rq) {
 		if f.Latency > 0 {
 			t := time.NewTimer(f.Latency)

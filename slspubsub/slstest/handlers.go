@@ -2,6 +2,7 @@ package slstest
 
 import (
 	"encoding/json"
+	"math"
 	"net/http"
 	"sort"
 	"strconv"
@@ -319,7 +320,13 @@ func (s *Server) handleGetCursor(rq *request) *Error {
 		if err != nil || t < 0 {
 			return errorf(http.StatusBadRequest, CodeParameterInvalid, "parameter from=%q must be begin, end or unix seconds", from)
 		}
-		c = sh.cursorAt(time.Unix(t, 0).UnixNano())
+		// Seconds past the year 2262 overflow int64 nanoseconds; every
+		// group was received before them.
+		ns := int64(math.MaxInt64)
+		if t < math.MaxInt64/int64(time.Second) {
+			ns = t * int64(time.Second)
+		}
+		c = sh.cursorAt(ns)
 	}
 	return rq.replyJSON(struct {
 		Cursor string `json:"cursor"`

@@ -78,6 +78,25 @@ func (s *Server) handlePutLogs(rq *request) *Error {
 	return nil
 }
 
+// routeShard returns the id of the readwrite shard a PostLogStoreLogs
+// request's key routes to, or -1 when it cannot be routed.
+func (s *Server) routeShard(rq *request) int {
+	key, err := normalizeHashKey(rq.param("key"))
+	if err != nil {
+		return -1
+	}
+	ls, e := s.getLogStore(rq.project, rq.logstore)
+	if e != nil {
+		return -1
+	}
+	ls.mu.RLock()
+	defer ls.mu.RUnlock()
+	if sh := ls.route(key); sh != nil {
+		return sh.id
+	}
+	return -1
+}
+
 // decodePutBody checks a PutLogs request's headers and body and returns
 // the decompressed, validated LogGroup bytes and their number of logs.
 func (s *Server) decodePutBody(rq *request) ([]byte, int, *Error) {

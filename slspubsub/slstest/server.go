@@ -140,7 +140,7 @@ func NewServer(opts ...Option) (*Server, error) {
 		endpoint: ln.Addr().String(),
 		auth:     newAuthenticator(),
 		faults:   newFaultInjector(o.seed),
-		codec:    newCodec(),
+		codec:    newCodec(o.limits.MaxPutBytes),
 		projects: make(map[string]*project),
 		idPrefix: uint32(time.Now().UnixNano()),
 	}
@@ -294,6 +294,11 @@ func (s *Server) serve(rq *request) (reset bool, e *Error) {
 		return false, errorf(http.StatusBadRequest, CodePostBodyTooLarge, "request body: %v", err)
 	}
 	rq.body = body
+	if rq.op == OpPostLogStoreLogs && s.faults.active() {
+		// Route first so that Fault.Shards selects a routed write by the
+		// shard it is bound for.
+		rq.shard = s.routeShard(rq)
+	}
 	if reset, e := s.faults.apply(rq); reset || e != nil {
 		return reset, e
 	}
