@@ -1,0 +1,563 @@
+package slspubsub
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+)
+
+// Group commit.
+//
+// Every accepted message becomes an entry in the queue of its lane: one
+// lane per (logstore, hash key), or per logstore when the Publisher has no
+// HashKey. A lane has at most one PutLogs request in flight: when it is
+// idle and an entry arrives it joins the ready queue; a worker takes it,
+// cuts a batch from the head of its entries (the longest run of entries with
+// the same topic, source and tags, within MaxBatchCount and MaxBatchBytes),
+// sends it, and on success queues the lane again if entries arrived
+// meanwhile. So a lone message is sent at once, messages arriving during a
+// request ride together in the next one, and the order of a lane's queue
+// is the order SLS stores, retries included (a batch waiting to be retried
+// blocks its lane).
+//
+// One lane per hash key rather than per LogGroup key (topic, source, tags,
+// hash key) keeps order between messages of one key with different
+// topics, and is required for idempotent writes: SLS keeps one sequence per
+// hash key, and two requests of one hash key in flight at once could make a
+// retry look like a duplicate.
+//
+// Workers (at most MaxConcurrentRequests) exist only while lanes are ready:
+// they are started when a lane becomes ready and exit when none is. A batch
+// waiting to be retried holds no worker; a timer makes its lane ready again.
+//
+// The Publisher's mutex guards lanes, queues and the ready queue, and is
+// held only for O(1) steps per call or batch (Publish calls append, a
+// worker moves a whole queue at once); batches are cut, encoded, sent and
+// completed outside it.
+
+// entry is one message on its way to SLS.
+type entry struct {
+	rec   Record
+	size  int // what its log adds to an encoded LogGroup
+	hdr   int // encoded size of its LogGroup's header (topic, source, tags)
+	hash  hashKey
+	keyed bool
+	call  *call
+	err   error // its outcome, set before call.finish
+}
+
+// call is one Publish call: its entries and the count of those not yet
+// finished. Calls are pooled; a call is reused only after Publish has seen
+// all its entries finish.
+type call struct {
+	entries   []entry
+	remaining atomic.Int32
+	done      chan struct{} // receives once, when remaining reaches 0
+}
+
+var callPool = sync.Pool{New: func() any { return &call{done: make(chan struct{}, 1)} }}
+
+func getCall(n int) *call {
+	c := callPool.Get().(*call)
+	if cap(c.entries) < n {
+		c.entries = make([]entry, n)
+	}
+	c.entries = c.entries[:n]
+	c.remaining.Store(int32(n))
+	return c
+}
+
+// maxPooledCallEntries keeps one huge Publish from pinning its entry slice.
+const maxPooledCallEntries = 4096
+
+func putCall(c *call) {
+	clear(c.entries)
+	if cap(c.entries) > maxPooledCallEntries {
+		c.entries = nil
+	}
+	callPool.Put(c)
+}
+
+// finish records err as e's outcome. The last entry of a call to finish
+// wakes its caller, who may reuse the call at once: e must not be touched
+// after finish.
+func (e *entry) finish(err error) {
+	c := e.call
+	e.err = err
+	if c.remaining.Add(-1) == 0 {
+		c.done <- struct{}{}
+	}
+}
+
+type laneState uint8
+
+const (
+	laneIdle    laneState = iota // nothing queued, nothing in flight
+	laneReady                    // in the ready queue
+	laneSending                  // a worker holds it
+	laneBackoff                  // its batch waits for a retry timer
+)
+
+// lane is the unit of ordering: at most one request in flight; see above.
+//
+// Its waiting entries are queue (appended by Publish under the
+// Publisher's mutex) followed, in front, by carry[head:] (taken by the
+// lane's worker in one move, and cut into batches outside the mutex). Only
+// the worker that holds the lane (laneSending) touches carry outside the
+// mutex, so that Publish callers never wait for a batch being cut.
+type lane struct {
+	key     laneKey
+	hashKey string // "" without HashKey: load-balanced writes
+	queue   []*entry
+	carry   []*entry
+	head    int // carry[head:] wait, before queue
+	state   laneState
+	retry   *batch      // the batch to send again (laneBackoff, or laneReady after it)
+	timer   *time.Timer // the retry timer in laneBackoff
+}
+
+func (l *lane) pending() int { return len(l.carry) - l.head + len(l.queue) }
+
+// takeQueue moves queue behind carry. Callers hold mu.
+func (l *lane) takeQueue() {
+	if l.head == len(l.carry) {
+		l.carry, l.queue, l.head = l.queue, l.carry[:0], 0
+		return
+	}
+	l.carry = append(l.carry, l.queue...)
+	clear(l.queue)
+	l.queue = l.queue[:0]
+}
+
+// drain removes and returns the lane's waiting entries, in order. Callers
+// hold mu.
+func (l *lane) drain(dst []*entry) []*entry {
+	dst = append(dst, l.carry[l.head:]...)
+	dst = append(dst, l.queue...)
+	clear(l.carry)
+	clear(l.queue)
+	l.carry, l.queue, l.head = l.carry[:0], l.queue[:0], 0
+	return dst
+}
+
+// batch is one LogGroup on its way: its entries, their encoding, and its
+// retry state. Batches are pooled with their buffers.
+type batch struct {
+	lane     *lane
+	entries  []*entry
+	bytes    int // encoded LogGroup size
+	group    LogGroup
+	raw      []byte
+	seqID    int64 // IdempotentWrites: the sequence id, the same on every attempt
+	attempts int
+	lastErr  error           // the error of the last attempt, while waiting for a retry
+	timedOut bool            // RetryTimeout ended its retries
+	ctx      context.Context // ends at the batch's RetryTimeout, or when Close gives up
+	cancel   context.CancelFunc
+}
+
+var batchPool = sync.Pool{New: func() any { return new(batch) }}
+
+func (b *batch) reset() {
+	if b.cancel != nil {
+		b.cancel()
+	}
+	clear(b.entries)
+	clear(b.group.Logs)
+	raw := b.raw[:0]
+	if cap(raw) > putMaxBytes/2 {
+		raw = nil // keep the pool from pinning the largest batches
+	}
+	*b = batch{entries: b.entries[:0], group: LogGroup{Logs: b.group.Logs[:0]}, raw: raw}
+}
+
+// encode builds the LogGroup of the batch's entries into its buffer.
+func (b *batch) encode() {
+	head := &b.entries[0].rec
+	b.group.Topic, b.group.Source, b.group.Tags = head.Topic, head.Source, head.Tags
+	logs := b.group.Logs[:0]
+	for _, e := range b.entries {
+		logs = append(logs, e.rec.Log)
+	}
+	b.group.Logs = logs
+	b.raw = appendLogGroup(b.raw[:0], &b.group)
+}
+
+// seqClock hands out idempotent-write sequence ids; see nextSeqID.
+var seqClock atomic.Int64
+
+// nextSeqID returns a sequence id greater than every one handed out before
+// in this process, and normally greater than every one handed out by an
+// earlier process: it is max(last+1, wall clock in ns). The clock part
+// carries the order across restarts; the +1 part keeps it strict when the
+// clock is coarse or steps back while the process runs. It runs ahead of
+// the clock only by the ids issued within one clock tick, so a restarted
+// process, starting from its clock, begins above its predecessor's last id
+// unless the wall clock stepped back across the restart by more than the
+// downtime.
+func nextSeqID() int64 {
+	for {
+		last := seqClock.Load()
+		next := max(last+1, time.Now().UnixNano())
+		if seqClock.CompareAndSwap(last, next) {
+			return next
+		}
+	}
+}
+
+// enqueue appends accepted entries to their lanes, making idle lanes ready
+// and starting workers for them. It refuses (false) once the Publisher is
+// closed.
+func (p *Publisher) enqueue(logstore string, entries []entry) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return false
+	}
+	var l *lane
+	for i := range entries {
+		e := &entries[i]
+		key := laneKey{logstore: logstore, hash: e.hash, keyed: e.keyed}
+		if l == nil || l.key != key {
+			l = p.lanes[key]
+			if l == nil {
+				l = &lane{key: key}
+				if key.keyed {
+					l.hashKey = key.hash.String()
+				}
+				p.lanes[key] = l
+			}
+		}
+		l.queue = append(l.queue, e)
+		if l.state == laneIdle {
+			p.busyLanes++
+			p.makeReady(l, true)
+		}
+	}
+	return true
+}
+
+// makeReady queues l for a worker, starting one if spawn is set and the
+// limit allows. A worker requeueing its own lane does not spawn: it takes
+// the next ready lane itself. Callers hold mu.
+func (p *Publisher) makeReady(l *lane, spawn bool) {
+	l.state = laneReady
+	p.ready = append(p.ready, l)
+	if spawn && p.workers < p.config.MaxConcurrentRequests {
+		p.workers++
+		p.wg.Add(1)
+		go p.worker()
+	}
+}
+
+// worker sends batches of ready lanes until none is ready.
+func (p *Publisher) worker() {
+	defer p.wg.Done()
+	var done []*entry
+	for {
+		p.mu.Lock()
+		l := p.popReady()
+		if l == nil {
+			p.workers--
+			p.mu.Unlock()
+			return
+		}
+		b := l.retry
+		l.retry = nil
+		if b == nil {
+			l.takeQueue()
+		}
+		l.state = laneSending
+		p.mu.Unlock()
+
+		if b == nil {
+			b = p.cutBatch(l)
+			b.encode()
+		}
+		err := p.send(b)
+
+		p.mu.Lock()
+		var berr error
+		done, berr = p.settle(l, b, err, done[:0])
+		p.mu.Unlock()
+		p.complete(done, berr)
+		if len(done) > 1 {
+			// Let the callers just woken publish their next messages
+			// before the next batch is cut, so that they join it instead
+			// of waiting a whole request for the one after. No timer:
+			// one pass of the scheduler.
+			runtime.Gosched()
+		}
+		clear(done)
+	}
+}
+
+// popReady takes the lane at the head of the ready queue. Callers hold mu.
+func (p *Publisher) popReady() *lane {
+	if p.readyHead == len(p.ready) {
+		return nil
+	}
+	l := p.ready[p.readyHead]
+	p.ready[p.readyHead] = nil
+	p.readyHead++
+	if p.readyHead == len(p.ready) {
+		p.ready, p.readyHead = p.ready[:0], 0
+	}
+	return l
+}
+
+// cutBatch takes the next batch off l's carry: the longest run of entries
+// of one LogGroup (topic, source, tags) within the batch limits; at least
+// one entry. Only l's worker calls it, without mu.
+func (p *Publisher) cutBatch(l *lane) *batch {
+	b := batchPool.Get().(*batch)
+	b.lane = l
+	first := l.carry[l.head]
+	b.bytes = first.hdr
+	for l.head < len(l.carry) {
+		e := l.carry[l.head]
+		if len(b.entries) > 0 && (len(b.entries) == p.config.MaxBatchCount ||
+			b.bytes+e.size > p.config.MaxBatchBytes || !sameGroup(&e.rec, &first.rec)) {
+			break
+		}
+		b.entries = append(b.entries, e)
+		b.bytes += e.size
+		l.carry[l.head] = nil
+		l.head++
+	}
+	if l.head == len(l.carry) {
+		l.carry, l.head = l.carry[:0], 0
+	}
+	if p.config.IdempotentWrites {
+		b.seqID = nextSeqID()
+	}
+	b.ctx, b.cancel = context.WithTimeout(p.killCtx, p.config.RetryTimeout)
+	return b
+}
+
+// send makes one attempt to write b.
+func (p *Publisher) send(b *batch) error {
+	b.attempts++
+	seq := int64(-1)
+	if p.config.IdempotentWrites {
+		seq = b.seqID
+	}
+	return p.api.putLogs(b.ctx, b.lane.key.logstore, b.lane.hashKey, seq, b.raw, p.config.Compression)
+}
+
+// settle decides what an attempt's outcome means for b and its lane: done,
+// failed, or to be retried after a backoff. It returns the entries to
+// complete, and the error to complete them with (nil: written). Callers
+// hold mu.
+func (p *Publisher) settle(l *lane, b *batch, err error, done []*entry) ([]*entry, error) {
+	if err != nil && p.config.IdempotentWrites && b.attempts > 1 && isInvalidSequenceID(err) {
+		// An earlier attempt of this batch was written; its answer was lost.
+		p.logger.Debug("PutLogs retry answered InvalidSequenceId: the batch was already written", p.batchFields(b, err))
+		err = nil
+	}
+	if err != nil {
+		if wait, ok := p.retryAfter(b, err); ok {
+			p.logger.Debug("PutLogs failed, retrying", p.batchFields(b, err).Add(watermill.LogFields{"backoff": wait}))
+			l.state, l.retry, b.lastErr = laneBackoff, b, err
+			p.wg.Add(1)
+			l.timer = time.AfterFunc(wait, func() { p.retryDue(l) })
+			return done, nil
+		}
+		err = p.batchError(b, err)
+	}
+	done = append(done, b.entries...)
+	p.releaseBatch(b)
+	if err != nil && (l.key.keyed || p.killed) {
+		// Keep the key's order: what was queued behind a failed batch
+		// fails with it rather than being written after a gap the caller
+		// would fill later, out of order.
+		queued := l.pending()
+		done = l.drain(done)
+		if queued > 0 {
+			err = &fencedError{err: err, queued: queued}
+		}
+	}
+	if p.killed && err != nil {
+		p.lostOnClose += len(done)
+	}
+	p.laneDone(l)
+	return done, err
+}
+
+// laneDone puts l back in the ready queue if entries wait, else retires it.
+// Only a worker, which goes on to take a ready lane, calls it with entries
+// waiting. Callers hold mu.
+func (p *Publisher) laneDone(l *lane) {
+	l.timer = nil
+	if l.pending() > 0 {
+		p.makeReady(l, false)
+		return
+	}
+	l.state = laneIdle
+	delete(p.lanes, l.key)
+	p.busyLanes--
+	if p.closed && p.busyLanes == 0 && !p.drainedClosed {
+		p.drainedClosed = true
+		close(p.drained)
+	}
+}
+
+// releaseBatch returns b to the pool; its entries must have been copied
+// out. Callers hold mu or own b.
+func (p *Publisher) releaseBatch(b *batch) {
+	b.reset()
+	batchPool.Put(b)
+}
+
+// retryAfter reports whether b may be retried after err, and after how long.
+// Callers hold mu.
+func (p *Publisher) retryAfter(b *batch, err error) (time.Duration, bool) {
+	if p.killed || b.ctx.Err() != nil || !IsRetryable(err) || b.attempts > max(p.config.MaxRetries, 0) {
+		return 0, false
+	}
+	bound := p.config.RetryInitialBackoff << min(b.attempts-1, 30)
+	if bound <= 0 || bound > p.config.RetryMaxBackoff {
+		bound = p.config.RetryMaxBackoff
+	}
+	wait := time.Duration(rand.Int64N(int64(bound) + 1))
+	if deadline, _ := b.ctx.Deadline(); time.Now().Add(wait).After(deadline) {
+		b.timedOut = true
+		return 0, false
+	}
+	return wait, true
+}
+
+// retryDue makes a lane whose retry timer fired ready again.
+func (p *Publisher) retryDue(l *lane) {
+	defer p.wg.Done()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if l.state == laneBackoff { // else Close failed the batch meanwhile
+		p.makeReady(l, true)
+	}
+}
+
+// batchError is the error a failed batch's messages report.
+func (p *Publisher) batchError(b *batch, err error) error {
+	switch {
+	case p.killed:
+		return fmt.Errorf("%w: not written within CloseTimeout (%v): %w", ErrPublisherClosed, p.config.CloseTimeout, err)
+	case b.timedOut || errors.Is(b.ctx.Err(), context.DeadlineExceeded):
+		return fmt.Errorf("RetryTimeout (%v) exceeded after %d attempts: %w", p.config.RetryTimeout, b.attempts, err)
+	case b.attempts > 1:
+		return fmt.Errorf("gave up after %d attempts: %w", b.attempts, err)
+	case err != nil && p.config.IdempotentWrites && isInvalidSequenceID(err):
+		return &firstAttemptSeqError{err: err}
+	}
+	return err
+}
+
+// complete finishes entries with err and releases their buffer space.
+func (p *Publisher) complete(entries []*entry, err error) {
+	if len(entries) == 0 {
+		return
+	}
+	n := 0
+	for _, e := range entries {
+		n += p.budget.clamp(e.size)
+	}
+	p.budget.release(n)
+	for _, e := range entries {
+		e.finish(err)
+	}
+}
+
+// kill fails everything still queued or waiting for a retry and aborts the
+// requests in flight (their workers then fail them). Close calls it when
+// CloseTimeout has passed.
+func (p *Publisher) kill() {
+	p.mu.Lock()
+	p.killed = true
+	p.abort() // in-flight requests end with a context error
+	err := fmt.Errorf("%w: not written within CloseTimeout (%v)", ErrPublisherClosed, p.config.CloseTimeout)
+	var failed []*entry
+	var lost []abandonedBatch
+	for _, l := range p.lanes {
+		if l.state == laneSending {
+			continue // its worker settles it
+		}
+		if l.state == laneBackoff && l.timer.Stop() {
+			p.wg.Done() // the timer's callback will not run
+		}
+		if b := l.retry; b != nil {
+			// Its callers learn why it was still unwritten.
+			berr := fmt.Errorf("%w after %d attempts: %w", err, b.attempts, b.lastErr)
+			p.lostOnClose += len(b.entries)
+			lost = append(lost, abandonedBatch{append([]*entry(nil), b.entries...), berr})
+			l.retry = nil
+			p.releaseBatch(b)
+		}
+		failed = l.drain(failed)
+		p.laneDone(l)
+	}
+	clear(p.ready)
+	p.ready, p.readyHead = p.ready[:0], 0
+	p.lostOnClose += len(failed)
+	p.mu.Unlock()
+	for _, k := range lost {
+		p.complete(k.entries, k.err)
+	}
+	p.complete(failed, err)
+}
+
+// abandonedBatch is a batch Close gave up on, and the error its messages get.
+type abandonedBatch struct {
+	entries []*entry
+	err     error
+}
+
+// batchFields describe a batch in log lines.
+func (p *Publisher) batchFields(b *batch, err error) watermill.LogFields {
+	return watermill.LogFields{
+		"logstore": b.lane.key.logstore,
+		"hash_key": b.lane.hashKey,
+		"logs":     len(b.entries),
+		"bytes":    b.bytes,
+		"attempt":  b.attempts,
+		"err":      err,
+	}
+}
+
+func isInvalidSequenceID(err error) bool {
+	var se *Error
+	return errors.As(err, &se) && se.Code == CodeInvalidSequenceID
+}
+
+// fencedError is the error of a failed batch given also to the messages
+// queued behind it on the same hash key, which were failed unsent to keep
+// the key's order.
+type fencedError struct {
+	err    error
+	queued int
+}
+
+func (e *fencedError) Error() string {
+	return fmt.Sprintf("%v (%d messages queued behind the failed batch on the same hash key were failed unsent, to keep the key's order)", e.err, e.queued)
+}
+
+func (e *fencedError) Unwrap() error { return e.err }
+
+// firstAttemptSeqError explains an InvalidSequenceId answer to a batch's
+// first attempt: SLS already holds a sequence id at least as high for the
+// hash key, which this Publisher did not send.
+type firstAttemptSeqError struct{ err error }
+
+func (e *firstAttemptSeqError) Error() string {
+	return fmt.Sprintf("%v; the batch was NOT written: SLS holds a higher sequence id for this hash key than this "+
+		"Publisher issued, so another writer uses the key with idempotent writes, or the clock stepped back since "+
+		"an earlier process wrote it", e.err)
+}
+
+func (e *firstAttemptSeqError) Unwrap() error { return e.err }
