@@ -39,11 +39,17 @@ var (
 	}
 )
 
-// privAccount is an account allowed actions on resource only.
+// privAccount is an account allowed actions on resource only; the
+// consumer-group actions on the group privGroup of resource, the resource
+// SLS checks them on.
 func privAccount(id, resource string, actions []string) slstest.Account {
 	acc := slstest.Account{AccessKeyID: id, AccessKeySecret: id + "-secret", Policy: []slstest.Permission{}}
 	for _, a := range actions {
-		acc.Policy = append(acc.Policy, slstest.Permission{Action: a, Resource: resource})
+		r := resource
+		if slices.Contains(privGroupActions, a) {
+			r = resource + "/consumergroup/" + privGroup
+		}
+		acc.Policy = append(acc.Policy, slstest.Permission{Action: a, Resource: r})
 	}
 	return acc
 }

@@ -56,8 +56,12 @@ type Account struct {
 // case, as RAM does.
 //
 // Resource is compared, case-sensitively, with the resource of the operation:
-//   - "<project>/<logstore>" for an operation on a logstore or on anything
-//     inside it (shards, cursors, logs, consumer groups, checkpoints);
+//   - "<project>/<logstore>/consumergroup/<group>" for an operation on a
+//     consumer group (create, update, delete, heartbeat, checkpoints), as
+//     SLS checks them, and "<project>/<logstore>/consumergroup/*" for
+//     ListConsumerGroup;
+//   - "<project>/<logstore>" for any other operation on a logstore or on
+//     anything inside it (shards, cursors, logs);
 //   - "<project>" for a project-level operation (CreateProject, GetProject,
 //     ListLogStores, CreateLogStore, ...);
 //   - "" for an operation that names no project (ListProject).
@@ -562,18 +566,22 @@ func errSignatureNotMatch(accessKeyID string) *Error {
 }
 
 // authorize checks acc's Policy for action on project/logstore (logstore ""
-// for a project-level call, project "" for a call that names no project); see
-// Permission for the matching rules. A nil acc (authentication disabled) and a
-// nil Policy allow everything. A denial is 403 Unauthorized naming the action
-// and the resource in SLS's words, e.g. "denied by sts or ram, action:
-// log:PostLogStoreLogs, resource: acs:log:*:*:project/p/logstore/l".
-func authorize(acc *Account, action, project, logstore string) *Error {
+// for a project-level call, project "" for a call that names no project;
+// group non-empty for a consumer-group call, "*" for ListConsumerGroup); see
+// Permission for the matching rules. A nil acc (authentication disabled) and
+// a nil Policy allow everything. A denial is 403 Unauthorized naming the
+// action and the resource in SLS's words, e.g. "denied by sts or ram,
+// action: log:PostLogStoreLogs, resource: acs:log:*:*:project/p/logstore/l".
+func authorize(acc *Account, action, project, logstore, group string) *Error {
 	if acc == nil || acc.Policy == nil {
 		return nil
 	}
 	resource := project
 	if logstore != "" {
 		resource = project + "/" + logstore
+		if group != "" {
+			resource += "/consumergroup/" + group
+		}
 	}
 	for _, p := range acc.Policy {
 		if policyGlobMatch(p.Action, action, true) && policyGlobMatch(p.Resource, resource, false) {
@@ -588,6 +596,9 @@ func authorize(acc *Account, action, project, logstore string) *Error {
 		arn += project
 	default:
 		arn += project + "/logstore/" + logstore
+		if group != "" {
+			arn += "/consumergroup/" + group
+		}
 	}
 	return errorf(http.StatusForbidden, CodeUnauthorized, "denied by sts or ram, action: %s, resource: %s", action, arn)
 }

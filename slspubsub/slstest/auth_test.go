@@ -576,7 +576,7 @@ func TestAuthorize(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			e := authorize(tc.acc, tc.action, tc.project, tc.logstore)
+			e := authorize(tc.acc, tc.action, tc.project, tc.logstore, "")
 			if tc.wantARN == "" {
 				if e != nil {
 					t.Fatalf("authorize: %v", e)

@@ -41,8 +41,9 @@
 // DefaultAccessKeySecret. An Account may be an STS identity (SecurityToken,
 // Expiration) and may carry a RAM-style Policy, an allow-list of SLS actions
 // ("log:PostLogStoreLogs", "log:GetCursorOrData", "log:ConsumerGroupHeartBeat"
-// ...) on "project/logstore" resources, to test an application under least
-// privilege. WithoutAuth turns all checks off.
+// ...) on "project/logstore" resources (consumer-group actions on
+// "project/logstore/consumergroup/group", as SLS checks them), to test an
+// application under least privilege. WithoutAuth turns all checks off.
 //
 // # Trouble on demand
 //

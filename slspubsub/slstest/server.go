@@ -2,6 +2,7 @@ package slstest
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -306,7 +307,7 @@ func (s *Server) serve(rq *request) (reset bool, e *Error) {
 	if e != nil {
 		return false, e
 	}
-	if e := authorize(acc, rq.op.action(), rq.project, rq.logstore); e != nil {
+	if e := authorize(acc, rq.op.action(), rq.project, rq.logstore, rq.resourceGroup()); e != nil {
 		return false, e
 	}
 	return false, s.handle(rq)
@@ -327,6 +328,25 @@ type request struct {
 	status   int
 	code     string
 	truncate *truncatingWriter // set by a Truncate fault
+}
+
+// resourceGroup is the consumer group a consumer-group operation acts on,
+// for authorization: the one in the path, the one named in a create
+// request's body, "*" for listing; "" for other operations.
+func (rq *request) resourceGroup() string {
+	switch rq.op {
+	case OpListConsumerGroup:
+		return "*"
+	case OpCreateConsumerGroup:
+		var body struct {
+			Name string `json:"consumerGroup"`
+		}
+		// A body that does not parse is refused by the handler; here it
+		// names no group.
+		_ = json.Unmarshal(rq.body, &body)
+		return body.Name
+	}
+	return rq.group
 }
 
 func (rq *request) param(name string) string {
