@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/ThreeDotsLabs/watermill"
 )
@@ -32,24 +33,33 @@ func newPrefetchBudget(limit int) *prefetchBudget {
 	return &prefetchBudget{limit: limit, freed: make(chan struct{}, 1)}
 }
 
-// acquire charges n bytes, waiting while that would exceed the limit; n is
-// always admitted when nothing is charged, so an answer bigger than the
-// limit cannot block forever.
-func (b *prefetchBudget) acquire(ctx context.Context, n int) error {
+// room waits until fewer than limit bytes are charged and returns how many
+// bytes are free. The fetch loop calls it before each pull and sizes the
+// pull to fit, so the budget bounds what is fetched, not only what waits.
+func (b *prefetchBudget) room(ctx context.Context) (int, error) {
 	for {
 		b.mu.Lock()
-		if b.used == 0 || b.used+n <= b.limit {
-			b.used += n
+		if b.used < b.limit {
+			free := b.limit - b.used
 			b.mu.Unlock()
-			return nil
+			return free, nil
 		}
 		b.mu.Unlock()
 		select {
 		case <-b.freed:
 		case <-ctx.Done():
-			return ctx.Err()
+			return 0, ctx.Err()
 		}
 	}
+}
+
+// charge adds n bytes: an answer fetched after room said there was space.
+// It may take the budget past its limit by what the pull's size estimate
+// missed; the next pull then waits.
+func (b *prefetchBudget) charge(n int) {
+	b.mu.Lock()
+	b.used += n
+	b.mu.Unlock()
 }
 
 func (b *prefetchBudget) release(n int) {
@@ -78,7 +88,10 @@ type shardReader struct {
 
 	tracker *ackTracker
 	budget  *prefetchBudget
-	out     chan<- fetchedBatch
+	// groupSize estimates the decoded bytes of one LogGroup of this shard
+	// (0 until the first answer), to size pulls to the budget.
+	groupSize float64
+	out       chan<- fetchedBatch
 }
 
 // errShardEnd reports that a bounded shard reached its stop position.
@@ -96,8 +109,12 @@ func (r *shardReader) run(ctx context.Context) error {
 		return errShardEnd
 	}
 	for {
+		free, err := r.budget.room(ctx)
+		if err != nil {
+			return nil
+		}
 		res, err := r.api.pullLogs(ctx, r.logstore, r.shard, cursorFromInt64(r.cursor), r.endCursor,
-			r.cfg.FetchCount, r.cfg.Compression)
+			r.pullCount(free), r.cfg.Compression)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -153,11 +170,10 @@ func (r *shardReader) deliver(ctx context.Context, res pullResult) error {
 	if first != r.cursor {
 		r.skip = 0 // not the group the stored position named (it expired)
 	}
-	b := fetchedBatch{groups: groups, first: first, skip: r.skip, size: len(res.Data)}
+	b := fetchedBatch{groups: groups, first: first, skip: r.skip, size: decodedSize(res.Data, groups)}
 	r.skip = 0
-	if err := r.budget.acquire(ctx, b.size); err != nil {
-		return nil
-	}
+	r.learnGroupSize(b.size, len(groups))
+	r.budget.charge(b.size)
 	for i := range groups {
 		pre := 0
 		if i == 0 {
@@ -174,6 +190,52 @@ func (r *shardReader) deliver(ctx context.Context, res pullResult) error {
 		r.budget.release(b.size)
 		return nil
 	}
+}
+
+// probeCount is how many LogGroups a shard's first pull asks for, before it
+// knows how large its groups are.
+const probeCount = 8
+
+// pullCount is how many LogGroups to ask for with free bytes of budget: as
+// many as fit in half of it (or in what is free, if less) by the size of
+// recent groups, so one answer never takes the whole budget and the next
+// pull can overlap the delivery of this one. At least 1, at most
+// FetchCount.
+func (r *shardReader) pullCount(free int) int {
+	if r.groupSize <= 0 {
+		return min(r.cfg.FetchCount, probeCount)
+	}
+	n := int(float64(min(free, r.budget.limit/2)) / r.groupSize)
+	return max(1, min(n, r.cfg.FetchCount))
+}
+
+// learnGroupSize updates the estimate of a decoded group's size: it follows
+// growth at once and shrinkage slowly, so that pulls err on the small side.
+func (r *shardReader) learnGroupSize(bytes, groups int) {
+	if groups == 0 {
+		return
+	}
+	g := float64(bytes) / float64(groups)
+	if g >= r.groupSize {
+		r.groupSize = g
+	} else {
+		r.groupSize = 0.75*r.groupSize + 0.25*g
+	}
+}
+
+// decodedSize is what an answer holds in memory once decoded: its bytes
+// (the decoded strings alias them) plus the LogGroup, Log and Content
+// structures over them.
+func decodedSize(data []byte, groups []LogGroup) int {
+	n := len(data) + len(groups)*int(unsafe.Sizeof(LogGroup{}))
+	for i := range groups {
+		g := &groups[i]
+		n += len(g.Tags)*int(unsafe.Sizeof(Content{})) + len(g.Logs)*int(unsafe.Sizeof(Log{}))
+		for j := range g.Logs {
+			n += len(g.Logs[j].Contents) * int(unsafe.Sizeof(Content{}))
+		}
+	}
+	return n
 }
 
 // jittered returns d minus up to half of it, at random, so that many shards

@@ -124,11 +124,15 @@ type SubscriberConfig struct {
 	// MaxFetchInterval caps the adaptive pause. Default 2 s; it must not be
 	// below FetchInterval.
 	MaxFetchInterval time.Duration
-	// PrefetchBytes bounds, per shard, the decoded bytes fetched but not yet
-	// handed to the subscriber's channel: the fetch loop waits when over it.
-	// One fetch answer is always admitted when nothing is buffered, so the
-	// real bound is PrefetchBytes plus one answer (at most FetchCount groups,
-	// and SLS caps an answer's size). Default 16 MiB.
+	// PrefetchBytes bounds, per shard, the memory of fetched logs not yet
+	// settled: decoded answers waiting for delivery and the answer being
+	// delivered, counted as their bytes plus the structures over them. The
+	// fetch loop pulls only when the shard is under the bound and asks for
+	// as many LogGroups as fit in half of it (judged by the size of recent
+	// groups; the first pull of a shard asks for a few), so an answer that
+	// is larger than estimated exceeds it by at most that error. With
+	// MaxInFlight above 1, messages still in flight may keep one settled
+	// answer alive beyond it. Default 16 MiB.
 	PrefetchBytes int
 	// MaxInFlight is the number of messages per shard delivered but not yet
 	// acked or nacked. With 1 (the default) a shard's messages are handled
