@@ -1,29 +1,20 @@
 package slspubsub
 
 import (
-	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
 	"reflect"
-	"runtime"
-	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
-	"unsafe"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	sls "github.com/aliyun/aliyun-log-go-sdk"
 	consumer "github.com/aliyun/aliyun-log-go-sdk/consumer"
 	"github.com/aliyun/aliyun-log-go-sdk/producer"
-	"github.com/go-kit/kit/log"
-	"github.com/go-kit/kit/log/level"
 	"github.com/gogo/protobuf/proto"
 	"github.com/watermill-sls/watermill-sls/internal/testutil"
 )
@@ -73,7 +64,7 @@ func (c *interopCallback) Fail(r *producer.Result) {
 func TestInteropSDKProducerToSubscriber(t *testing.T) {
 	const logstore, n = "from-sdk", 200
 	env := interopEnv(t, logstore)
-	sdkBaseline := interopSDKGoroutines()
+	sdkBaseline := testutil.SDKGoroutines()
 
 	cfg := producer.GetDefaultProducerConfig()
 	cfg.Endpoint = env.Endpoint
@@ -85,14 +76,14 @@ func TestInteropSDKProducerToSubscriber(t *testing.T) {
 		{Key: proto.String("env"), Value: proto.String("interop")},
 		{Key: proto.String("team"), Value: proto.String("wm")},
 	}
-	cfg.Logger = newInteropSDKLog(t, "producer", nil)
+	cfg.Logger = testutil.SDKLogger(t, "producer", nil)
 	cfg.DisableRuntimeMetrics = true
 	prod := producer.InitProducer(cfg)
-	interopPreinitSDKClient(t, prod, "threadPool", "ioworker", "client")
+	testutil.PreinitSDKClient(t, prod, "threadPool", "ioworker", "client")
 	prod.Start()
 	var closeOnce sync.Once
 	closeProducer := func() {
-		closeOnce.Do(func() { interopWithin(t, 30*time.Second, "producer SafeClose", prod.SafeClose) })
+		closeOnce.Do(func() { testutil.Within(t, 30*time.Second, "producer SafeClose", prod.SafeClose) })
 	}
 	t.Cleanup(closeProducer)
 
@@ -103,19 +94,21 @@ func TestInteropSDKProducerToSubscriber(t *testing.T) {
 			t.Fatalf("SendLogWithCallBack %d: %v", i, err)
 		}
 	}
-	interopPoll(t, 30*time.Second, "the producer's callbacks", func() string {
-		if ok, failed := cb.ok.Load(), cb.failed.Load(); ok+failed < n {
-			return fmt.Sprintf("%d succeeded, %d failed of %d", ok, failed, n)
-		}
-		return ""
-	})
+	if !testutil.Poll(t, 30*time.Second, "the producer's callbacks", func() (bool, string) {
+		ok, failed := cb.ok.Load(), cb.failed.Load()
+		return ok+failed >= n, fmt.Sprintf("%d succeeded, %d failed of %d", ok, failed, n)
+	}) {
+		t.FailNow()
+	}
 	if failed := cb.failed.Load(); failed > 0 {
 		cb.mu.Lock()
 		defer cb.mu.Unlock()
 		t.Fatalf("%d sends failed, last: %s", failed, cb.lastErr)
 	}
 	closeProducer()
-	interopNoSDKGoroutines(t, sdkBaseline)
+	if !testutil.NoSDKGoroutines(t, sdkBaseline) {
+		t.FailNow()
+	}
 
 	s := stSubscriber(t, env, func(c *SubscriberConfig) { c.StopPosition = StopAtEnd() })
 	ch, err := s.Subscribe(t.Context(), logstore)
@@ -211,7 +204,7 @@ func interopPublished(i int) *message.Message {
 func TestInteropPublisherToSDKConsumer(t *testing.T) {
 	const logstore, n = "to-sdk", 100
 	env := interopEnv(t, logstore)
-	sdkBaseline := interopSDKGoroutines()
+	sdkBaseline := testutil.SDKGoroutines()
 
 	pub := rtPublisher(t, env)
 	var msgs []*message.Message
@@ -229,7 +222,7 @@ func TestInteropPublisherToSDKConsumer(t *testing.T) {
 		mu   sync.Mutex
 		seen = map[string][]interopSeen{}
 	)
-	w := newInteropWorker(t, consumer.LogHubConfig{
+	w := testutil.NewSDKConsumerWorker(t, consumer.LogHubConfig{
 		Endpoint:                  env.Endpoint,
 		AccessKeyID:               env.AccessKeyID,
 		AccessKeySecret:           env.AccessKeySecret,
@@ -241,7 +234,7 @@ func TestInteropPublisherToSDKConsumer(t *testing.T) {
 		HeartbeatIntervalInSecond: 1,
 		DataFetchIntervalInMs:     50,
 		AutoCommitIntervalInMS:    200,
-	}, env.HTTPClient.Transport, func(_ int, l *sls.LogGroupList, tr consumer.CheckPointTracker) error {
+	}, env.HTTPClient.Transport, func(_ int, l *sls.LogGroupList, tr consumer.CheckPointTracker) (string, error) {
 		mu.Lock()
 		defer mu.Unlock()
 		for _, g := range l.LogGroups {
@@ -258,24 +251,25 @@ func TestInteropPublisherToSDKConsumer(t *testing.T) {
 				seen[s.contents[contentUUID]] = append(seen[s.contents[contentUUID]], s)
 			}
 		}
-		return tr.SaveCheckPoint(false)
+		return "", tr.SaveCheckPoint(false)
 	})
 	w.Start()
 	var stopOnce sync.Once
 	stop := func() {
-		stopOnce.Do(func() { interopWithin(t, 30*time.Second, "consumer StopAndWait", w.StopAndWait) })
+		stopOnce.Do(func() { testutil.Within(t, 30*time.Second, "consumer StopAndWait", w.StopAndWait) })
 	}
 	t.Cleanup(stop)
-	interopPoll(t, 30*time.Second, "the SDK consumer to see every message", func() string {
+	if !testutil.Poll(t, 30*time.Second, "the SDK consumer to see every message", func() (bool, string) {
 		mu.Lock()
 		defer mu.Unlock()
-		if len(seen) < n {
-			return fmt.Sprintf("%d of %d messages seen", len(seen), n)
-		}
-		return ""
-	})
+		return len(seen) >= n, fmt.Sprintf("%d of %d messages seen", len(seen), n)
+	}) {
+		t.FailNow()
+	}
 	stop()
-	interopNoSDKGoroutines(t, sdkBaseline)
+	if !testutil.NoSDKGoroutines(t, sdkBaseline) {
+		t.FailNow()
+	}
 
 	mu.Lock()
 	defer mu.Unlock()
@@ -313,237 +307,4 @@ func interopCheckConsumed(t *testing.T, i int, m *message.Message, got interopSe
 	if !reflect.DeepEqual(got.contents, want) {
 		t.Errorf("%s: contents %v, want %v", m.UUID, got.contents, want)
 	}
-}
-
-// The helpers below are copies of those in slstest/sdk_proof_util_test.go
-// (package slstest_test, so not importable): a ring-buffer logger for the
-// SDK's go-kit logging, bounded waits, an SDK goroutine-leak check, and the
-// two workarounds for data races inside aliyun-log-go-sdk v0.1.127 that
-// `go test -race` reports otherwise. See that file for the full story.
-
-// interopSDKLog keeps the SDK's last log lines, printed only on failure.
-type interopSDKLog struct {
-	hook func(kv []any)
-
-	mu    sync.Mutex
-	lines []string
-}
-
-const interopLogLines = 200
-
-func newInteropSDKLog(t *testing.T, name string, hook func(kv []any)) log.Logger {
-	l := &interopSDKLog{hook: hook}
-	t.Cleanup(func() {
-		if t.Failed() {
-			l.mu.Lock()
-			defer l.mu.Unlock()
-			t.Logf("last %s log lines:\n%s", name, strings.Join(l.lines, "\n"))
-		}
-	})
-	return level.NewFilter(l, level.AllowInfo())
-}
-
-func (l *interopSDKLog) Log(kv ...any) error {
-	var b strings.Builder
-	b.WriteString(time.Now().Format("15:04:05.000"))
-	for i := 0; i+1 < len(kv); i += 2 {
-		fmt.Fprintf(&b, " %v=%v", kv[i], kv[i+1])
-	}
-	l.mu.Lock()
-	l.lines = append(l.lines, b.String())
-	if len(l.lines) > interopLogLines {
-		l.lines = slices.Delete(l.lines, 0, len(l.lines)-interopLogLines)
-	}
-	l.mu.Unlock()
-	if l.hook != nil {
-		l.hook(kv)
-	}
-	return nil
-}
-
-// interopPoll calls cond (which returns "" when satisfied, else a status)
-// until it holds or d has passed.
-func interopPoll(t *testing.T, d time.Duration, what string, cond func() string) {
-	t.Helper()
-	rtEventually(t, d, what, cond)
-}
-
-// interopWithin runs fn and fails the test unless it returns within d.
-func interopWithin(t *testing.T, d time.Duration, what string, fn func()) {
-	t.Helper()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		fn()
-	}()
-	select {
-	case <-done:
-	case <-time.After(d):
-		t.Errorf("%s did not return within %v", what, d)
-	}
-}
-
-// interopSDKGoroutines returns the stacks of goroutines running the SDK's
-// producer or consumer code, by goroutine id.
-func interopSDKGoroutines() map[string]string {
-	buf := make([]byte, 1<<20)
-	for {
-		n := runtime.Stack(buf, true)
-		if n < len(buf) {
-			buf = buf[:n]
-			break
-		}
-		buf = make([]byte, 2*len(buf))
-	}
-	out := map[string]string{}
-	for _, g := range bytes.Split(buf, []byte("\n\n")) {
-		s := string(g)
-		if strings.Contains(s, "aliyun-log-go-sdk/consumer.") || strings.Contains(s, "aliyun-log-go-sdk/producer.") {
-			id, _, _ := strings.Cut(strings.TrimPrefix(s, "goroutine "), " ")
-			out[id] = s
-		}
-	}
-	return out
-}
-
-// interopNoSDKGoroutines waits until every SDK goroutine not in baseline
-// has ended.
-func interopNoSDKGoroutines(t *testing.T, baseline map[string]string) {
-	t.Helper()
-	interopPoll(t, 10*time.Second, "the SDK's goroutines to end", func() string {
-		var b strings.Builder
-		for id, s := range interopSDKGoroutines() {
-			if _, ok := baseline[id]; !ok {
-				b.WriteString(s + "\n\n")
-			}
-		}
-		return b.String()
-	})
-}
-
-// interopPreinitSDKClient sets the SDK client's RequestTimeOut and
-// RetryTimeOut to the defaults it would set lazily, unlocked, on the first
-// log-store calls of concurrent goroutines (a data race in v0.1.127).
-func interopPreinitSDKClient(t *testing.T, owner any, path ...string) {
-	t.Helper()
-	iface := interopField[sls.ClientInterface](t, owner, path...)
-	c, ok := (*iface).(*sls.Client)
-	if !ok {
-		t.Fatalf("interopPreinitSDKClient: %v is a %T, not *sls.Client (SDK layout changed?)", path, *iface)
-	}
-	if c.RequestTimeOut == 0 {
-		c.RequestTimeOut = 60 * time.Second
-	}
-	if c.RetryTimeOut == 0 {
-		c.RetryTimeOut = 90 * time.Second
-	}
-}
-
-// interopHeartbeatFence orders the consumer's unlocked read of heartShards
-// after a heartbeat (consumer/heart_beat.go:91, a data race in v0.1.127)
-// with its locked writes: it read-locks shardLock when a heartbeat response
-// body closes and unlocks when the heartbeat's outcome is logged.
-type interopHeartbeatFence struct {
-	lock *sync.RWMutex
-
-	mu   sync.Mutex
-	held bool
-}
-
-func (f *interopHeartbeatFence) closed() {
-	if f.lock == nil {
-		return
-	}
-	f.lock.RLock()
-	f.mu.Lock()
-	again := f.held
-	f.held = true
-	f.mu.Unlock()
-	if again {
-		f.lock.RUnlock()
-	}
-}
-
-func (f *interopHeartbeatFence) logged(kv []any) {
-	outcome := false
-	for i := 0; i+1 < len(kv); i += 2 {
-		k, v := fmt.Sprint(kv[i]), fmt.Sprint(kv[i+1])
-		if k == "heart beat result" || (k == "msg" && v == "send heartbeat error") {
-			outcome = true
-		}
-	}
-	if !outcome {
-		return
-	}
-	f.mu.Lock()
-	held := f.held
-	f.held = false
-	f.mu.Unlock()
-	if held {
-		f.lock.RUnlock()
-	}
-}
-
-type interopFenceTransport struct {
-	base  http.RoundTripper
-	fence *interopHeartbeatFence
-}
-
-func (p *interopFenceTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	resp, err := p.base.RoundTrip(r)
-	if err == nil && r.URL.Query().Get("type") == "heartbeat" {
-		resp.Body = &interopFenceBody{ReadCloser: resp.Body, fence: p.fence}
-	}
-	return resp, err
-}
-
-type interopFenceBody struct {
-	io.ReadCloser
-	fence *interopHeartbeatFence
-	once  sync.Once
-}
-
-func (b *interopFenceBody) Close() error {
-	err := b.ReadCloser.Close()
-	b.once.Do(b.fence.closed)
-	return err
-}
-
-// newInteropWorker creates (does not start) an SDK consumer worker talking
-// to the emulator through base, with both race workarounds applied.
-func newInteropWorker(t *testing.T, cfg consumer.LogHubConfig, base http.RoundTripper,
-	process func(shard int, l *sls.LogGroupList, tr consumer.CheckPointTracker) error) *consumer.ConsumerWorker {
-	t.Helper()
-	fence := &interopHeartbeatFence{}
-	cfg.HTTPClient = &http.Client{Transport: &interopFenceTransport{base: base, fence: fence}, Timeout: time.Minute}
-	cfg.Logger = newInteropSDKLog(t, "consumer "+cfg.ConsumerName, fence.logged)
-	cfg.DisableRuntimeMetrics = true
-	w := consumer.InitConsumerWorkerWithCheckpointTracker(cfg, func(shard int, l *sls.LogGroupList, tr consumer.CheckPointTracker) (string, error) {
-		return "", process(shard, l, tr)
-	})
-	interopPreinitSDKClient(t, w, "client", "client")
-	fence.lock = interopField[sync.RWMutex](t, w, "consumerHeatBeat", "shardLock")
-	return w
-}
-
-// interopField returns a pointer to the (unexported) field reached from
-// owner along path.
-func interopField[T any](t *testing.T, owner any, path ...string) *T {
-	t.Helper()
-	v := reflect.ValueOf(owner)
-	for _, name := range path {
-		for v.Kind() == reflect.Pointer || v.Kind() == reflect.Interface {
-			v = v.Elem()
-		}
-		f := v.FieldByName(name)
-		if !f.IsValid() {
-			t.Fatalf("interopField: %s has no field %q (SDK layout changed?)", v.Type(), name)
-		}
-		v = reflect.NewAt(f.Type(), unsafe.Pointer(f.UnsafeAddr())).Elem()
-	}
-	p, ok := v.Addr().Interface().(*T)
-	if !ok {
-		t.Fatalf("interopField: %v is a %s, not a %T (SDK layout changed?)", path, v.Type(), *new(T))
-	}
-	return p
 }

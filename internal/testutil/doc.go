@@ -19,6 +19,14 @@
 // [Kafka] and [KafkaWithPartitions] return seed broker addresses: an in-process kfake cluster on loopback per
 // call, or, when KAFKA_BROKERS is set, those brokers with the topics created on them.
 //
+// # The aliyun-log-go-sdk in tests
+//
+// Tests that run the SDK's own producer and consumer libraries against the emulator share a harness (sdk.go):
+// [SDKLogger] keeps the SDK's chatty go-kit logging and prints it only on failure, [Poll] and [Within] bound every
+// wait, [SDKGoroutines] and [NoSDKGoroutines] check that no SDK goroutine outlives the test, and
+// [PreinitSDKClient] and [HeartbeatFence] work around two data races inside SDK v0.1.127 that `go test -race`
+// reports otherwise. [NewSDKConsumerWorker] builds a consumer worker with all of it applied.
+//
 // # Sizes
 //
 // Tests that have a full-size variant (crash loops, soak runs, scale) pick their numbers with [Soak] or

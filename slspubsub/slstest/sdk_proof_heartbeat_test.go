@@ -40,7 +40,7 @@ func TestSDKConsumerHeartbeatTimeout(t *testing.T) {
 	env := testutil.SLS(t)
 	env.LogStore(t, project, store, shards)
 	client := env.Client()
-	baseline := proofSDKGoroutines()
+	baseline := testutil.SDKGoroutines()
 	// The key of a log is its shard: every shard holds one ordered stream, seq 0..3*perPhase-1.
 	rec := newProofRecorder(shards, 3*perPhase)
 	infos, err := env.Server.Shards(project, store)
@@ -143,7 +143,7 @@ func TestSDKConsumerHeartbeatTimeout(t *testing.T) {
 
 	// Phase 1: both consume and checkpoint; the group settles at 2 shards each.
 	put(1)
-	if !proofPoll(t, wait, "phase 1 to be consumed and checkpointed, 2 shards per worker", func() (bool, string) {
+	if !testutil.Poll(t, wait, "phase 1 to be consumed and checkpointed, 2 shards per worker", func() (bool, string) {
 		done, s := consumed(shards * perPhase)()
 		st := state()
 		return done && len(holds(st, "doomed")) == 2 && len(holds(st, "survivor")) == 2, s
@@ -155,7 +155,7 @@ func TestSDKConsumerHeartbeatTimeout(t *testing.T) {
 	// Phase 2: the doomed worker consumes without checkpointing.
 	checkpointing.Store(false)
 	put(2)
-	if !proofPoll(t, wait, "phase 2 to be consumed", func() (bool, string) {
+	if !testutil.Poll(t, wait, "phase 2 to be consumed", func() (bool, string) {
 		unique, byShard := rec.counts()
 		drained := true
 		st := state()
@@ -214,7 +214,7 @@ func TestSDKConsumerHeartbeatTimeout(t *testing.T) {
 		}
 	}
 	var early []string
-	proofPoll(t, wait, "the survivor to take over the crashed worker's shards", func() (bool, string) {
+	testutil.Poll(t, wait, "the survivor to take over the crashed worker's shards", func() (bool, string) {
 		st := state()
 		alive := false
 		for _, c := range st.Consumers {
@@ -247,7 +247,7 @@ func TestSDKConsumerHeartbeatTimeout(t *testing.T) {
 
 	// Phase 3, after the takeover: the survivor consumes everything to the end.
 	put(3)
-	proofPoll(t, wait, "phase 3 to be consumed and every shard checkpointed at its end", consumed(3*shards*perPhase))
+	testutil.Poll(t, wait, "phase 3 to be consumed and every shard checkpointed at its end", consumed(3*shards*perPhase))
 	if t.Failed() {
 		t.FailNow()
 	}
@@ -290,5 +290,5 @@ func TestSDKConsumerHeartbeatTimeout(t *testing.T) {
 	}()
 	partition.Heal()
 	<-done
-	proofNoSDKGoroutines(t, baseline)
+	testutil.NoSDKGoroutines(t, baseline)
 }

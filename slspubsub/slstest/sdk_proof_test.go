@@ -75,7 +75,7 @@ func TestSDKProducerConsumerSplitMerge(t *testing.T) {
 	env := testutil.SLS(t)
 	env.LogStore(t, project, store, 4)
 	client := env.Client()
-	baseline := proofSDKGoroutines()
+	baseline := testutil.SDKGoroutines()
 	rec := newProofRecorder(sc.keys, sc.perKey)
 
 	var workers []*proofWorker
@@ -112,14 +112,14 @@ func TestSDKProducerConsumerSplitMerge(t *testing.T) {
 	cfg.LingerMs = 100
 	cfg.AdjustShargHash = true
 	cfg.Buckets = proofBuckets
-	cfg.Logger = newProofSDKLog(t, "producer")
+	cfg.Logger = testutil.SDKLogger(t, "producer", nil)
 	cfg.DisableRuntimeMetrics = true
 	prod := producer.InitProducer(cfg)
-	proofPreinitSDKClient(t, prod, "threadPool", "ioworker", "client")
+	testutil.PreinitSDKClient(t, prod, "threadPool", "ioworker", "client")
 	prod.Start()
 	var closeOnce sync.Once
 	closeProducer := func() {
-		closeOnce.Do(func() { proofWithin(t, 60*time.Second, "producer SafeClose", prod.SafeClose) })
+		closeOnce.Do(func() { testutil.Within(t, 60*time.Second, "producer SafeClose", prod.SafeClose) })
 	}
 	t.Cleanup(closeProducer)
 
@@ -183,7 +183,7 @@ func TestSDKProducerConsumerSplitMerge(t *testing.T) {
 	waitAcked := func(frac float64) {
 		t.Helper()
 		want := int64(frac * float64(total))
-		if !proofPoll(t, wait, fmt.Sprintf("%d acknowledged logs", want), func() (bool, string) {
+		if !testutil.Poll(t, wait, fmt.Sprintf("%d acknowledged logs", want), func() (bool, string) {
 			a := acked.Load()
 			return a >= want || len(failed()) > 0, fmt.Sprintf("%d of %d acknowledged", a, total)
 		}) {
@@ -214,7 +214,7 @@ func TestSDKProducerConsumerSplitMerge(t *testing.T) {
 	t.Logf("split shard 0 into %d and %d at %d acknowledged logs", split[1].ShardID, split[2].ShardID, acked.Load())
 
 	waitAcked(0.30)
-	if !proofPoll(t, wait, "worker c2 to consume before it is stopped", func() (bool, string) {
+	if !testutil.Poll(t, wait, "worker c2 to consume before it is stopped", func() (bool, string) {
 		return rec.delivered(c2.id) > 0, proofGroupStatus(env.Server, project, store, group)
 	}) {
 		t.FailNow()
@@ -243,7 +243,7 @@ func TestSDKProducerConsumerSplitMerge(t *testing.T) {
 	parents[merged[0].ShardID] = []int{2, 3}
 	t.Logf("merged shards 2 and 3 into %d at %d acknowledged logs", merged[0].ShardID, acked.Load())
 
-	if !proofWithin(t, wait, "production", prodWG.Wait) || !<-c2Stopped {
+	if !testutil.Within(t, wait, "production", prodWG.Wait) || !<-c2Stopped {
 		t.FailNow()
 	}
 	if f := failed(); len(f) > 0 {
@@ -258,7 +258,7 @@ func TestSDKProducerConsumerSplitMerge(t *testing.T) {
 	// Drain: every log consumed, every checkpoint at its shard's end, every readonly shard over, and the late
 	// joiner c4 given its share of the shards.
 	c4Assigned := false
-	proofPoll(t, wait, "the consumer group to drain", func() (bool, string) {
+	testutil.Poll(t, wait, "the consumer group to drain", func() (bool, string) {
 		unique, byShard := rec.counts()
 		done := unique == total && proofGroupDrained(t, env.Server, project, store, group) == ""
 		if st, err := env.Server.ConsumerGroupState(project, store, group); err == nil {
@@ -296,7 +296,7 @@ func TestSDKProducerConsumerSplitMerge(t *testing.T) {
 	// Storage: what the SDK producer wrote, shard by shard.
 	proofCheckStorage(t, env.Server, project, store, sc, rec, parents, readonlyAt)
 
-	proofNoSDKGoroutines(t, baseline)
+	testutil.NoSDKGoroutines(t, baseline)
 }
 
 func proofShards(shards []*sls.Shard) string {

@@ -1,32 +1,26 @@
 package slstest_test
 
 // Helpers of the SDK proof tests (sdk_proof_test.go, sdk_proof_heartbeat_test.go): a recorder of what the SDK's
-// consumer library delivered, checks of per-key order and duplicates, a ring-buffer logger for the SDK's chatty
-// go-kit logging, bounded waits, a goroutine-leak check for the SDK's goroutines, and an HTTP transport that can be
-// partitioned from the emulator to simulate a crashed process.
+// consumer library delivered, checks of per-key order and duplicates, consumer workers with a bounded stop (built on
+// the shared SDK harness in internal/testutil/sdk.go: logger, bounded waits, leak check, data-race workarounds), and
+// an HTTP transport that can be partitioned from the emulator to simulate a crashed process.
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"maps"
 	"net/http"
-	"reflect"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
-	"unsafe"
 
 	sls "github.com/aliyun/aliyun-log-go-sdk"
 	consumer "github.com/aliyun/aliyun-log-go-sdk/consumer"
-	"github.com/go-kit/kit/log"
-	"github.com/go-kit/kit/log/level"
 	"github.com/gogo/protobuf/proto"
+	"github.com/watermill-sls/watermill-sls/internal/testutil"
 	"github.com/watermill-sls/watermill-sls/slspubsub/slstest"
 )
 
@@ -220,139 +214,6 @@ func (r *proofRecorder) checkOrder(t *testing.T) []proofDup {
 	return dups
 }
 
-// proofSDKLog is a go-kit logger for the SDK's producer and consumer that keeps the last lines in memory and
-// prints them only when the test fails: the SDK logs every heartbeat.
-type proofSDKLog struct {
-	hook func(kv []any)
-
-	mu    sync.Mutex
-	lines []string
-	next  int
-	total int
-}
-
-const proofLogLines = 400
-
-func newProofSDKLog(t *testing.T, name string) log.Logger { return newProofSDKLogHook(t, name, nil) }
-
-// newProofSDKLogHook is newProofSDKLog calling hook with every record's key-values after keeping it.
-func newProofSDKLogHook(t *testing.T, name string, hook func(kv []any)) log.Logger {
-	l := &proofSDKLog{lines: make([]string, 0, proofLogLines), hook: hook}
-	t.Cleanup(func() {
-		if !t.Failed() {
-			return
-		}
-		l.mu.Lock()
-		defer l.mu.Unlock()
-		lines := append(slices.Clone(l.lines[l.next:]), l.lines[:l.next]...)
-		t.Logf("last %d of %d %s log lines:\n%s", len(lines), l.total, name, strings.Join(lines, "\n"))
-	})
-	return level.NewFilter(l, level.AllowInfo())
-}
-
-func (l *proofSDKLog) Log(kv ...any) error {
-	var b strings.Builder
-	b.WriteString(time.Now().Format("15:04:05.000"))
-	for i := 0; i+1 < len(kv); i += 2 {
-		fmt.Fprintf(&b, " %v=%v", kv[i], kv[i+1])
-	}
-	l.mu.Lock()
-	l.total++
-	if len(l.lines) < proofLogLines {
-		l.lines = append(l.lines, b.String())
-	} else {
-		l.lines[l.next] = b.String()
-		l.next = (l.next + 1) % proofLogLines
-	}
-	l.mu.Unlock()
-	if l.hook != nil {
-		l.hook(kv)
-	}
-	return nil
-}
-
-// proofPoll calls cond every interval until it reports done or d has passed. On timeout it fails the test with
-// what and the last status cond returned, and returns false.
-func proofPoll(t *testing.T, d time.Duration, what string, cond func() (done bool, status string)) bool {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		done, status := cond()
-		if done {
-			return true
-		}
-		if time.Now().After(deadline) {
-			t.Errorf("timed out after %v waiting for %s; last status:\n%s", d, what, status)
-			return false
-		}
-		<-tick.C
-	}
-}
-
-// proofWithin runs fn and waits at most d for it to return. On timeout it fails the test with the stacks of the
-// SDK's goroutines and returns false; fn keeps running.
-func proofWithin(t *testing.T, d time.Duration, what string, fn func()) bool {
-	t.Helper()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		fn()
-	}()
-	select {
-	case <-done:
-		return true
-	case <-time.After(d):
-		t.Errorf("%s did not return within %v; SDK goroutines:\n%s", what, d, proofStacks(proofSDKGoroutines(), nil))
-		return false
-	}
-}
-
-// proofSDKGoroutines returns the stacks of the goroutines running code of the SDK's producer or consumer
-// package, by goroutine id.
-func proofSDKGoroutines() map[string]string {
-	buf := make([]byte, 1<<20)
-	for {
-		n := runtime.Stack(buf, true)
-		if n < len(buf) {
-			buf = buf[:n]
-			break
-		}
-		buf = make([]byte, 2*len(buf))
-	}
-	out := map[string]string{}
-	for _, g := range bytes.Split(buf, []byte("\n\n")) {
-		s := string(g)
-		if !strings.Contains(s, "aliyun-log-go-sdk/consumer.") && !strings.Contains(s, "aliyun-log-go-sdk/producer.") {
-			continue
-		}
-		id, _, _ := strings.Cut(strings.TrimPrefix(s, "goroutine "), " ")
-		out[id] = s
-	}
-	return out
-}
-
-func proofStacks(gs map[string]string, skip map[string]string) string {
-	var b strings.Builder
-	for id, s := range gs {
-		if _, ok := skip[id]; !ok {
-			b.WriteString(s)
-			b.WriteString("\n\n")
-		}
-	}
-	return b.String()
-}
-
-// proofNoSDKGoroutines waits until every SDK goroutine not in baseline has ended.
-func proofNoSDKGoroutines(t *testing.T, baseline map[string]string) {
-	t.Helper()
-	proofPoll(t, 10*time.Second, "the SDK's producer and consumer goroutines to end", func() (bool, string) {
-		left := proofStacks(proofSDKGoroutines(), baseline)
-		return left == "", left
-	})
-}
-
 // proofWorker is a started consumer worker whose stop is bounded and idempotent.
 type proofWorker struct {
 	name string
@@ -365,7 +226,7 @@ type proofWorker struct {
 // stop calls StopAndWait, failing the test if it does not return within d.
 func (w *proofWorker) stop(t *testing.T, d time.Duration) bool {
 	t.Helper()
-	w.once.Do(func() { w.ok = proofWithin(t, d, "StopAndWait of worker "+w.name, w.w.StopAndWait) })
+	w.once.Do(func() { w.ok = testutil.Within(t, d, "StopAndWait of worker "+w.name, w.w.StopAndWait) })
 	return w.ok
 }
 
@@ -461,141 +322,15 @@ func (p *proofPartition) Heal() {
 	}
 }
 
-// proofPreinitSDKClient works around a data race in aliyun-log-go-sdk v0.1.127: (*sls.Client).initHttpClient
-// fills in RequestTimeOut and RetryTimeOut lazily, on the first log-store call (GetCursor, PullLogs,
-// PostLogStoreLogs), while holding only the client's read lock. The consumer library's shard goroutines (and the
-// producer's send goroutines) make those first calls concurrently on one fresh client, so `go test -race` reports
-// the SDK racing with itself. The client is internal to the worker / producer (no option sets these fields), so
-// this reaches it along path by reflection, before Start, and sets the very defaults initHttpClient would set
-// (60 s and 90 s). No behaviour changes: the lazy writes then never happen.
-func proofPreinitSDKClient(t *testing.T, owner any, path ...string) {
-	t.Helper()
-	iface := proofField[sls.ClientInterface](t, owner, path...)
-	c, ok := (*iface).(*sls.Client)
-	if !ok {
-		t.Fatalf("proofPreinitSDKClient: %v is a %T, not *sls.Client (SDK layout changed?)", path, *iface)
-	}
-	if c.RequestTimeOut == 0 {
-		c.RequestTimeOut = 60 * time.Second // sls defaultRequestTimeout
-	}
-	if c.RetryTimeOut == 0 {
-		c.RetryTimeOut = 90 * time.Second // sls defaultRetryTimeout
-	}
-}
-
-// proofHeartbeatFence works around a second data race in aliyun-log-go-sdk v0.1.127's consumer: after each
-// heartbeat, ConsumerHeartBeat.heartBeatRun logs fmt.Sprintf("%v", heartbeat.heartShards) without holding
-// shardLock (consumer/heart_beat.go:91), while the worker's run loop rewrites heartShards under that lock in
-// removeHeartShard whenever a shard consumer has stopped (every handover). It makes the SDK's own lock order the
-// two: when a heartbeat response body is closed (the last thing HeartBeat does, on the heartbeat goroutine, just
-// before line 91) the fence read-locks shardLock, and it unlocks when that goroutine logs the heartbeat's outcome
-// ("heart beat result" on success, "send heartbeat error" on failure), i.e. right after the unlocked read. A
-// concurrent removeHeartShard then runs wholly before or wholly after the read, and nothing else changes.
-type proofHeartbeatFence struct {
-	lock *sync.RWMutex // the worker's ConsumerHeartBeat.shardLock, set before Start
-
-	mu   sync.Mutex
-	held bool
-}
-
-// closed runs on the heartbeat goroutine when a heartbeat response body is closed.
-func (f *proofHeartbeatFence) closed() {
-	if f.lock == nil {
-		return
-	}
-	f.lock.RLock()
-	f.mu.Lock()
-	again := f.held
-	f.held = true
-	f.mu.Unlock()
-	if again { // cannot happen with v0.1.127; never hold the lock twice
-		f.lock.RUnlock()
-	}
-}
-
-// logged is the logger hook: the heartbeat goroutine's outcome record releases the read lock.
-func (f *proofHeartbeatFence) logged(kv []any) {
-	outcome := false
-	for i := 0; i+1 < len(kv); i += 2 {
-		k, v := fmt.Sprint(kv[i]), fmt.Sprint(kv[i+1])
-		if k == "heart beat result" || (k == "msg" && v == "send heartbeat error") {
-			outcome = true
-		}
-	}
-	if !outcome {
-		return
-	}
-	f.mu.Lock()
-	held := f.held
-	f.held = false
-	f.mu.Unlock()
-	if held {
-		f.lock.RUnlock()
-	}
-}
-
-// proofFenceTransport hands heartbeat responses to the fence when their body is closed.
-type proofFenceTransport struct {
-	base  http.RoundTripper
-	fence *proofHeartbeatFence
-}
-
-func (p *proofFenceTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	resp, err := p.base.RoundTrip(r)
-	if err == nil && r.URL.Query().Get("type") == "heartbeat" {
-		resp.Body = &proofFenceBody{ReadCloser: resp.Body, fence: p.fence}
-	}
-	return resp, err
-}
-
-type proofFenceBody struct {
-	io.ReadCloser
-	fence *proofHeartbeatFence
-	once  sync.Once
-}
-
-func (b *proofFenceBody) Close() error {
-	err := b.ReadCloser.Close()
-	b.once.Do(b.fence.closed)
-	return err
-}
-
-// newProofWorker creates (does not start) an SDK consumer worker configured by cfg, talking to the emulator
-// through base (nil: env.HTTPClient's transport), logging into a ring buffer dumped on failure, with both SDK
-// data-race workarounds applied. process is the worker's processor.
+// newProofWorker creates (does not start) an SDK consumer worker configured by cfg, registered with rec, talking
+// to the emulator through base, with testutil.NewSDKConsumerWorker's logging and data-race workarounds. process is
+// the worker's processor.
 func newProofWorker(t *testing.T, rec *proofRecorder, cfg consumer.LogHubConfig, base http.RoundTripper,
 	process func(w *proofWorker, shard int, l *sls.LogGroupList, tr consumer.CheckPointTracker) error) *proofWorker {
 	t.Helper()
 	w := &proofWorker{name: cfg.ConsumerName, id: rec.worker(cfg.ConsumerName)}
-	fence := &proofHeartbeatFence{}
-	cfg.HTTPClient = &http.Client{Transport: &proofFenceTransport{base: base, fence: fence}, Timeout: time.Minute}
-	cfg.Logger = newProofSDKLogHook(t, "consumer "+cfg.ConsumerName, fence.logged)
-	cfg.DisableRuntimeMetrics = true
-	w.w = consumer.InitConsumerWorkerWithCheckpointTracker(cfg, func(shard int, l *sls.LogGroupList, tr consumer.CheckPointTracker) (string, error) {
+	w.w = testutil.NewSDKConsumerWorker(t, cfg, base, func(shard int, l *sls.LogGroupList, tr consumer.CheckPointTracker) (string, error) {
 		return "", process(w, shard, l, tr)
 	})
-	proofPreinitSDKClient(t, w.w, "client", "client")
-	fence.lock = proofField[sync.RWMutex](t, w.w, "consumerHeatBeat", "shardLock")
 	return w
-}
-
-// proofField returns a pointer to the (unexported) field reached from owner along path.
-func proofField[T any](t *testing.T, owner any, path ...string) *T {
-	t.Helper()
-	v := reflect.ValueOf(owner)
-	for _, name := range path {
-		for v.Kind() == reflect.Pointer || v.Kind() == reflect.Interface {
-			v = v.Elem()
-		}
-		f := v.FieldByName(name)
-		if !f.IsValid() {
-			t.Fatalf("proofField: %s has no field %q (SDK layout changed?)", v.Type(), name)
-		}
-		v = reflect.NewAt(f.Type(), unsafe.Pointer(f.UnsafeAddr())).Elem()
-	}
-	p, ok := v.Addr().Interface().(*T)
-	if !ok {
-		t.Fatalf("proofField: %v is a %s, not a %T (SDK layout changed?)", path, v.Type(), *new(T))
-	}
-	return p
 }
