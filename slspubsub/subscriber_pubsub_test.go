@@ -3,6 +3,8 @@ package slspubsub
 import (
 	"context"
 	"errors"
+	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -102,4 +104,19 @@ func TestPubSub(t *testing.T) {
 		tests.TestNewSubscriberReceivesOldMessages(t, tests.TestContext{TestID: tests.NewTestID(), Features: f},
 			pstConstructor(env, "", ""))
 	})
+}
+
+// TestPubSubStress runs the universal suite several times in parallel, as
+// watermill's stress test does: 2 rounds in make test, 10 under make soak,
+// or STRESS_TEST_COUNT when set.
+func TestPubSubStress(t *testing.T) {
+	if os.Getenv("STRESS_TEST_COUNT") == "" {
+		t.Setenv("STRESS_TEST_COUNT", strconv.Itoa(testutil.SoakOr(2, 10)))
+	}
+	env := testutil.SLS(t)
+	if err := env.Server.CreateProject(testProject, ""); err != nil {
+		t.Fatal(err)
+	}
+	features := tests.Features{Persistent: true, GuaranteedOrder: true, GenerateTopicFunc: pstTopic}
+	tests.TestPubSubStressTest(t, features, pstConstructor(env, "one key", "test"), nil)
 }
