@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -243,17 +242,8 @@ func pubEventually(t *testing.T, timeout time.Duration, what string, cond func()
 // pubGoroutineStacks returns the stacks of goroutines running Publisher code:
 // its workers, retry timers, and callers inside Publish.
 func pubGoroutineStacks() []string {
-	buf := make([]byte, 1<<20)
-	for {
-		n := runtime.Stack(buf, true)
-		if n < len(buf) {
-			buf = buf[:n]
-			break
-		}
-		buf = make([]byte, 2*len(buf))
-	}
 	var out []string
-	for _, g := range strings.Split(string(buf), "\n\n") {
+	for _, g := range testutil.GoroutineStacks() {
 		if strings.Contains(g, "slspubsub.(*Publisher)") || strings.Contains(g, "slspubsub.(*budget)") {
 			out = append(out, g)
 		}

@@ -1,7 +1,6 @@
 package testutil
 
 import (
-	"bytes"
 	"fmt"
 	"io"
 	"net/http"
@@ -113,6 +112,20 @@ func Within(t testing.TB, d time.Duration, what string, fn func()) bool {
 // SDKGoroutines returns the stacks of the goroutines running code of the SDK's producer or consumer package, by
 // goroutine id. Take it before starting SDK clients and pass it to NoSDKGoroutines as the baseline.
 func SDKGoroutines() map[string]string {
+	out := map[string]string{}
+	for _, s := range GoroutineStacks() {
+		if !strings.Contains(s, "aliyun-log-go-sdk/consumer.") && !strings.Contains(s, "aliyun-log-go-sdk/producer.") {
+			continue
+		}
+		id, _, _ := strings.Cut(strings.TrimPrefix(s, "goroutine "), " ")
+		out[id] = s
+	}
+	return out
+}
+
+// GoroutineStacks returns the stack of every goroutine of the process, one
+// string each, for goleak-style checks restricted to a package's code.
+func GoroutineStacks() []string {
 	buf := make([]byte, 1<<20)
 	for {
 		n := runtime.Stack(buf, true)
@@ -122,16 +135,7 @@ func SDKGoroutines() map[string]string {
 		}
 		buf = make([]byte, 2*len(buf))
 	}
-	out := map[string]string{}
-	for _, g := range bytes.Split(buf, []byte("\n\n")) {
-		s := string(g)
-		if !strings.Contains(s, "aliyun-log-go-sdk/consumer.") && !strings.Contains(s, "aliyun-log-go-sdk/producer.") {
-			continue
-		}
-		id, _, _ := strings.Cut(strings.TrimPrefix(s, "goroutine "), " ")
-		out[id] = s
-	}
-	return out
+	return strings.Split(string(buf), "\n\n")
 }
 
 // sdkStacks joins the stacks of gs whose goroutine id is not in skip.
