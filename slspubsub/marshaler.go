@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"strconv"
@@ -49,6 +50,9 @@ type ReceivedLog struct {
 	Log *Log
 	// Position is the log's shard, its group's cursor and its index there.
 	Position Position
+
+	// shared, set by the Subscriber, is what the logs of Group share.
+	shared *groupShared
 }
 
 // SetMetadata writes the SLS fields of the log (MetadataTopic, MetadataSource
@@ -57,6 +61,12 @@ type ReceivedLog struct {
 // MetadataIndex) into md, as DefaultMarshaler does. Custom Unmarshalers call
 // it so PositionFromMessage and LogFieldsFromMessage work on their messages.
 func (in ReceivedLog) SetMetadata(md message.Metadata) {
+	if in.shared != nil {
+		maps.Copy(md, in.shared.base)
+		md[MetadataTime] = in.shared.timeText(in.Log.Time)
+		md[MetadataIndex] = indexText(in.Position.Index)
+		return
+	}
 	setLogFields(md, in.Group, in.Log)
 	setPosition(md, in.Position)
 }
@@ -433,6 +443,10 @@ func decodeBase64Content(encoding, value string) ([]byte, error) {
 func unmarshalForeign(in ReceivedLog) *message.Message {
 	payload := appendContentsJSON(nil, in.Log.Contents)
 	msg := message.NewMessage(foreignUUID(in.Project, in.Logstore, in.Position), payload)
+	if in.shared != nil {
+		msg.Metadata = in.shared.metadata(in.Log, in.Position.Index, 0)
+		return msg
+	}
 	sizeMetadata(msg, slsFieldCount(in.Group))
 	in.SetMetadata(msg.Metadata)
 	return msg
@@ -530,6 +544,21 @@ var jsonSafe = func() (t [utf8.RuneSelf]bool) {
 	return t
 }()
 
+// jsonSafe8 reports whether all 8 bytes of s are jsonSafe, testing them at
+// once in one word: none has its high bit set, none is below 0x20, none is
+// '"' or '\\'.
+func jsonSafe8(s string) bool {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	w := uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24 |
+		uint64(s[4])<<32 | uint64(s[5])<<40 | uint64(s[6])<<48 | uint64(s[7])<<56
+	hasZero := func(x uint64) uint64 { return (x - ones) & ^x & highs }
+	bad := w & highs                    // non-ASCII
+	bad |= (w - 0x20*ones) & ^w & highs // below 0x20 (for bytes under 0x80)
+	bad |= hasZero(w ^ '"'*ones)
+	bad |= hasZero(w ^ '\\'*ones)
+	return bad == 0
+}
+
 // jsonAppendString appends s as a JSON string, escaped exactly like
 // encoding/json with SetEscapeHTML(false): '"' and '\\' and control
 // characters escaped (\b \f \n \r \t or \u00XX), U+2028 and U+2029 escaped,
@@ -540,6 +569,10 @@ func jsonAppendString(dst []byte, s string, raw bool) []byte {
 	dst = append(dst, '"')
 	start := 0
 	for i := 0; i < len(s); {
+		if i+8 <= len(s) && jsonSafe8(s[i:i+8]) {
+			i += 8
+			continue
+		}
 		b := s[i]
 		if b < utf8.RuneSelf {
 			if jsonSafe[b] {

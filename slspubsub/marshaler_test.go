@@ -691,13 +691,26 @@ func BenchmarkDefaultMarshalerUnmarshalOwn(b *testing.B) {
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "logs/s")
 }
 
+// BenchmarkDefaultMarshalerUnmarshalForeign measures a foreign log's
+// message built the general way ("ReceivedLog") and the Subscriber's way,
+// with what the logs of the group share computed once per group
+// ("subscriber").
 func BenchmarkDefaultMarshalerUnmarshalForeign(b *testing.B) {
+	b.Run("ReceivedLog", func(b *testing.B) { benchUnmarshalForeign(b, false) })
+	b.Run("subscriber", func(b *testing.B) { benchUnmarshalForeign(b, true) })
+}
+
+func benchUnmarshalForeign(b *testing.B, shared bool) {
 	var m DefaultMarshaler
 	g := mtBenchGroup()
+	gs := newGroupShared(g, "3", "MTYwMDAwMDAwMDAwMDAwMDAwMQ==")
 	b.ReportAllocs()
 	i := 0
 	for b.Loop() {
 		in := mtReceived(g, i%len(g.Logs), Position{Shard: 3, Cursor: "MTYwMDAwMDAwMDAwMDAwMDAwMQ==", Index: 200 + i%len(g.Logs)})
+		if shared {
+			in.shared = gs
+		}
 		if _, err := m.Unmarshal(in); err != nil {
 			b.Fatal(err)
 		}

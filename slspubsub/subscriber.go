@@ -422,16 +422,18 @@ func (d *delivery) run(ctx context.Context, batches <-chan fetchedBatch) {
 // deliverBatch delivers every log of b; false means stop the shard.
 func (d *delivery) deliverBatch(ctx context.Context, b fetchedBatch) bool {
 	s := d.sub.s
+	shardText := strconv.Itoa(d.st.id)
 	for gi := range b.groups {
 		g := &b.groups[gi]
 		cursor := b.first + int64(gi)
 		pos := Position{Shard: d.st.id, Cursor: cursorFromInt64(cursor)}
+		shared := newGroupShared(g, shardText, pos.Cursor)
 		for li := range g.Logs {
 			if gi == 0 && li < b.skip {
 				continue
 			}
 			pos.Index = li
-			in := ReceivedLog{Project: s.cfg.Project, Logstore: d.sub.topic, Group: g, Log: &g.Logs[li], Position: pos}
+			in := ReceivedLog{Project: s.cfg.Project, Logstore: d.sub.topic, Group: g, Log: &g.Logs[li], Position: pos, shared: shared}
 			msg, err := s.cfg.Unmarshaler.Unmarshal(in)
 			if err == nil && msg == nil {
 				err = fmt.Errorf("slspubsub: %T returned no message for position %s", s.cfg.Unmarshaler, pos)
@@ -468,7 +470,8 @@ func (d *delivery) send(ctx context.Context, msg *message.Message, pos Position)
 	for {
 		// The message's context ends when it is acked or nacked, as in
 		// watermill-kafka, or when the subscription ends.
-		msgCtx, cancel := context.WithCancel(ctx)
+		msgCtx := newMsgContext(ctx)
+		cancel := msgCtx.end
 		msg.SetContext(msgCtx)
 		select {
 		case d.sub.out <- msg:

@@ -1,0 +1,88 @@
+package slspubsub
+
+import (
+	"maps"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+)
+
+// groupShared is what the logs of one received LogGroup have in common,
+// computed once per group by the Subscriber so that building each log's
+// message does not repeat it: the metadata every message of the group gets
+// (topic, source, machine UUID, tags, shard, cursor) and the last formatted
+// log time (the logs of a group often share their time).
+//
+// It belongs to one delivery loop and is not safe for concurrent use; a
+// ReceivedLog without one (built by a user) takes the general path.
+type groupShared struct {
+	base     message.Metadata
+	lastTime time.Time
+	lastText string
+}
+
+func newGroupShared(g *LogGroup, shard, cursor string) *groupShared {
+	// Room for the time and index too, so that a clone takes them without
+	// growing.
+	base := make(message.Metadata, slsFieldCount(g))
+	if g.Topic != "" {
+		base[MetadataTopic] = g.Topic
+	}
+	if g.Source != "" {
+		base[MetadataSource] = g.Source
+	}
+	if g.MachineUUID != "" {
+		base[MetadataMachineUUID] = g.MachineUUID
+	}
+	for _, t := range g.Tags {
+		base[tagMetadataKey(t.Key)] = t.Value
+	}
+	base[MetadataShard] = shard
+	base[MetadataCursor] = cursor
+	return &groupShared{base: base}
+}
+
+// timeText returns formatMetadataTime(t), reusing the last result when t is
+// the same instant.
+func (gs *groupShared) timeText(t time.Time) string {
+	if gs.lastText == "" || !t.Equal(gs.lastTime) {
+		gs.lastTime, gs.lastText = t, formatMetadataTime(t)
+	}
+	return gs.lastText
+}
+
+// metadata returns a new metadata map of the group's fields, with room for
+// extra more keys, plus the log's time and index.
+func (gs *groupShared) metadata(l *Log, index, extra int) message.Metadata {
+	var md message.Metadata
+	if extra == 0 {
+		// A clone copies the map's memory as it is, much faster than
+		// inserting the keys one by one.
+		md = maps.Clone(gs.base)
+	} else {
+		md = make(message.Metadata, len(gs.base)+2+extra)
+		maps.Copy(md, gs.base)
+	}
+	md[MetadataTime] = gs.timeText(l.Time)
+	md[MetadataIndex] = indexText(index)
+	return md
+}
+
+// indexTexts holds the decimal texts of the log indexes most LogGroups use.
+var indexTexts = sync.OnceValue(func() []string {
+	t := make([]string, 4096)
+	for i := range t {
+		t[i] = strconv.Itoa(i)
+	}
+	return t
+})
+
+// indexText is strconv.Itoa(i), without allocating for common indexes.
+func indexText(i int) string {
+	if t := indexTexts(); i >= 0 && i < len(t) {
+		return t[i]
+	}
+	return strconv.Itoa(i)
+}
