@@ -33,6 +33,8 @@ const (
 	CodeInvalidCursor = "InvalidCursor"
 	// CodeShardNotExist: the shard does not exist.
 	CodeShardNotExist = "ShardNotExist"
+	// codeShardNotExistCG is how consumer-group calls spell it.
+	codeShardNotExistCG = "ShardNotExsit"
 	// CodeShardReadOnly: a write reached a readonly (split or merged) shard.
 	CodeShardReadOnly = "ShardReadOnly"
 	// CodeUnauthorized: the request is not allowed for the credentials.

@@ -12,6 +12,8 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
+	sls "github.com/aliyun/aliyun-log-go-sdk"
+
 	"github.com/watermill-sls/watermill-sls/internal/testutil"
 	"github.com/watermill-sls/watermill-sls/slspubsub/slstest"
 )
@@ -32,10 +34,12 @@ var (
 	// ListShards, then GetCursor and PullLogs (both log:GetCursorOrData).
 	privReadActions = []string{"log:ListShards", "log:GetCursorOrData"}
 	// privGroupActions are added by a ConsumerGroup: Subscribe creates the
-	// group (an existing one included) and reads its checkpoints; commits
-	// write them.
+	// group (an existing one included; its settings are then listed, on
+	// the resource .../consumergroup/*), reads its checkpoints and
+	// heartbeats; commits write checkpoints.
 	privGroupActions = []string{
-		"log:CreateConsumerGroup", "log:GetConsumerGroupCheckPoint", "log:ConsumerGroupUpdateCheckPoint",
+		"log:CreateConsumerGroup", "log:ListConsumerGroup", "log:GetConsumerGroupCheckPoint",
+		"log:ConsumerGroupHeartBeat", "log:ConsumerGroupUpdateCheckPoint",
 	}
 )
 
@@ -46,7 +50,10 @@ func privAccount(id, resource string, actions []string) slstest.Account {
 	acc := slstest.Account{AccessKeyID: id, AccessKeySecret: id + "-secret", Policy: []slstest.Permission{}}
 	for _, a := range actions {
 		r := resource
-		if slices.Contains(privGroupActions, a) {
+		switch {
+		case a == "log:ListConsumerGroup":
+			r = resource + "/consumergroup/*"
+		case slices.Contains(privGroupActions, a):
 			r = resource + "/consumergroup/" + privGroup
 		}
 		acc.Policy = append(acc.Policy, slstest.Permission{Action: a, Resource: r})
@@ -160,6 +167,7 @@ func privSubscriber(t *testing.T, env *testutil.SLSEnv, acc slstest.Account, gro
 		FetchInterval:    5 * time.Millisecond,
 		MaxFetchInterval: 20 * time.Millisecond,
 		ConsumerGroup:    group,
+		ConsumerName:     "priv-consumer", // stable: a second Subscriber takes the shards at once
 		CommitInterval:   20 * time.Millisecond,
 	}, logger)
 	if err != nil {
@@ -245,8 +253,17 @@ func TestLeastPrivilegeSubscriberMissingAction(t *testing.T) {
 				}
 			}
 			acc := privAccount("sub", resource, actions)
-			env := privEnv(t, acc)
+			admin := privAccount("admin", resource, required)
+			env := privEnv(t, acc, admin)
 			privWrite(t, env, 3)
+			if missing == "log:ListConsumerGroup" {
+				// Listed only when the group exists already.
+				adminAPI := newTestClient(t, privConfig(env, admin))
+				g := sls.ConsumerGroup{ConsumerGroupName: privGroup, Timeout: 30, InOrder: true}
+				if err := adminAPI.createConsumerGroup(ctxT(t), privLogstore, g); err != nil {
+					t.Fatal(err)
+				}
+			}
 			logger := watermill.NewCaptureLogger()
 			s := privSubscriber(t, env, acc, privGroup, logger)
 

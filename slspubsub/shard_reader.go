@@ -88,6 +88,11 @@ type shardReader struct {
 
 	tracker *ackTracker
 	budget  *prefetchBudget
+	// readOnly reports whether the shard is readonly as last listed: then
+	// an empty answer at its end cursor means it is read to its end.
+	readOnly func() bool
+	end      int64 // the readonly shard's end cursor, once known
+	endKnown bool
 	// groupSize estimates the decoded bytes of one LogGroup of this shard
 	// (0 until the first answer), to size pulls to the budget.
 	groupSize float64
@@ -140,6 +145,15 @@ func (r *shardReader) run(ctx context.Context) error {
 			if r.endCursor != "" {
 				return errShardEnd
 			}
+			if r.readOnly != nil && r.readOnly() {
+				end, err := r.shardEnd(ctx)
+				if err == nil && r.cursor >= end {
+					return errShardEnd
+				}
+				if err != nil && !IsRetryable(err) {
+					return err
+				}
+			}
 			if !sleepCtx(ctx, pause) {
 				return nil
 			}
@@ -151,6 +165,23 @@ func (r *shardReader) run(ctx context.Context) error {
 			return err
 		}
 	}
+}
+
+// shardEnd returns the end cursor of the (readonly) shard, asked for once.
+func (r *shardReader) shardEnd(ctx context.Context) (int64, error) {
+	if r.endKnown {
+		return r.end, nil
+	}
+	c, err := r.api.getCursor(ctx, r.logstore, r.shard, "end")
+	if err != nil {
+		return 0, err
+	}
+	v, ok := cursorToInt64(c)
+	if !ok {
+		return 0, &Error{Op: opGetCursor, Logstore: r.logstore, Code: CodeBadResponse, Message: "invalid end cursor " + c}
+	}
+	r.end, r.endKnown = v, true
+	return v, nil
 }
 
 // deliver decodes one answer and queues it for delivery.

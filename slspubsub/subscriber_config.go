@@ -3,6 +3,8 @@ package slspubsub
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
+	"os"
 	"time"
 )
 
@@ -14,8 +16,13 @@ const (
 	DefaultPrefetchBytes    = 16 << 20
 	DefaultMaxInFlight      = 1
 	DefaultCommitInterval   = 5 * time.Second
-	DefaultLogStoreShards   = 2
-	DefaultLogStoreTTLDays  = 7
+
+	DefaultHeartbeatInterval   = 5 * time.Second
+	DefaultHeartbeatTimeout    = 30 * time.Second
+	DefaultRediscoveryInterval = 10 * time.Second
+	DefaultCloseTimeout        = 5 * time.Second
+	DefaultLogStoreShards      = 2
+	DefaultLogStoreTTLDays     = 7
 )
 
 // maxFetchCount is the largest count SLS accepts in one PullLogs request.
@@ -149,19 +156,62 @@ type SubscriberConfig struct {
 	StopPosition StopPosition
 
 	// ConsumerGroup, when not empty, names an SLS consumer group: Subscribe
-	// creates it when missing (in order), resumes each shard from its
-	// checkpoint, and commits checkpoints every CommitInterval and when the
-	// subscription ends. The committed checkpoint of a shard is the cursor of
-	// its first LogGroup with a log not yet acked, so a restart redelivers at
-	// most the acked logs of that group. Every shard is read by this process
-	// (no heartbeat-based assignment yet). Default: none.
+	// creates it when missing (with order=true, so SLS hands out a child
+	// shard only after its parents are finished), resumes each shard from
+	// its checkpoint, and commits checkpoints every CommitInterval and when
+	// a shard is given up or the subscription ends. The committed
+	// checkpoint of a shard is the cursor of its first LogGroup with a log
+	// not yet acked, so a restart redelivers at most the acked logs of that
+	// group. With the default Assignment the group also assigns shards
+	// (AssignConsumerGroup). Default: none.
 	ConsumerGroup string
-	// ConsumerName is the consumer name used in checkpoint commits. Default
-	// "watermill-sls".
+	// ConsumerName names this process in the consumer group: in heartbeats
+	// and checkpoint commits. Two live processes must not share a name.
+	// Default: host name, process id and a random suffix, unique per
+	// Subscriber.
 	ConsumerName string
+
+	// Assignment selects which shards this Subscriber reads: all of them,
+	// those the consumer group assigns, or a static share. Default
+	// AssignAuto (the consumer group's assignment when ConsumerGroup is
+	// set, else all shards).
+	Assignment Assignment
+	// StaticInstances and StaticIndex are the number of processes sharing
+	// the logstore and this process's index (from 0), for AssignStatic.
+	StaticInstances, StaticIndex int
+	// ShardAssigner splits shards among static instances. Default
+	// ConsistentAssigner{}.
+	ShardAssigner ShardAssigner
+	// HeartbeatInterval is how often a consumer-group member heartbeats
+	// (AssignConsumerGroup). Default 5 s.
+	HeartbeatInterval time.Duration
+	// HeartbeatTimeout is the consumer group's timeout, in whole seconds,
+	// set when Subscribe creates the group: SLS gives a member's shards to
+	// others once it has not heartbeated for that long. A member that has
+	// not heartbeated successfully for HeartbeatTimeout minus
+	// HeartbeatInterval stops fetching every shard, so that it is never
+	// reading a shard SLS may have handed on. At least 3 x
+	// HeartbeatInterval. Default 30 s; an existing group's own timeout
+	// takes precedence.
+	HeartbeatTimeout time.Duration
+	// RediscoveryInterval is how often the shard list is read again to
+	// follow splits and merges (a shard found gone is rediscovered at
+	// once). Bounded subscriptions (with a StopPosition) read the shards
+	// that exist at Subscribe and do not rediscover. Default 10 s.
+	RediscoveryInterval time.Duration
+
 	// CommitInterval is how often consumer-group checkpoints are committed.
 	// Default 5 s.
 	CommitInterval time.Duration
+
+	// CloseTimeout bounds how long the end of a shard's reading (Close,
+	// the end of Subscribe's context, a shard handed to another consumer)
+	// waits for messages already delivered to be acked or nacked. Their
+	// contexts end at once, so handlers can stop; an ack that comes within
+	// CloseTimeout still counts and is committed, so a graceful stop or a
+	// rebalance redelivers nothing that was handled. Default 5 s; a
+	// negative value does not wait.
+	CloseTimeout time.Duration
 
 	// PositionStore, when set, is consulted first for each shard's resume
 	// position (see PositionStore). Default: none.
@@ -210,7 +260,22 @@ func (c *SubscriberConfig) setDefaults() {
 		c.MaxInFlight = DefaultMaxInFlight
 	}
 	if c.ConsumerName == "" {
-		c.ConsumerName = "watermill-sls"
+		c.ConsumerName = defaultConsumerName()
+	}
+	if c.ShardAssigner == nil {
+		c.ShardAssigner = ConsistentAssigner{}
+	}
+	if c.HeartbeatInterval == 0 {
+		c.HeartbeatInterval = DefaultHeartbeatInterval
+	}
+	if c.HeartbeatTimeout == 0 {
+		c.HeartbeatTimeout = max(DefaultHeartbeatTimeout, 3*c.HeartbeatInterval).Round(time.Second)
+	}
+	if c.RediscoveryInterval == 0 {
+		c.RediscoveryInterval = DefaultRediscoveryInterval
+	}
+	if c.CloseTimeout == 0 {
+		c.CloseTimeout = DefaultCloseTimeout
 	}
 	if c.CommitInterval == 0 {
 		c.CommitInterval = DefaultCommitInterval
@@ -283,8 +348,18 @@ func (c SubscriberConfig) Validate() error {
 	default:
 		bad("OnUnmarshalError %d: unknown policy", c.OnUnmarshalError)
 	}
+	errs = append(errs, c.validateAssignment()...)
 	if len(errs) == 0 {
 		return nil
 	}
 	return fmt.Errorf("slspubsub: invalid SubscriberConfig: %w", errors.Join(errs...))
+}
+
+// defaultConsumerName is "<host>-<pid>-<random>", unique per call.
+func defaultConsumerName() string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "watermill-sls"
+	}
+	return fmt.Sprintf("%s-%d-%08x", host, os.Getpid(), rand.Uint32())
 }

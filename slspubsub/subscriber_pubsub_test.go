@@ -62,6 +62,11 @@ func pstConstructor(env *testutil.SLSEnv, hashKey, group string) func(t *testing
 			ConsumerGroup:      group,
 			CommitInterval:     100 * time.Millisecond,
 			InitializeLogStore: true,
+			// A closed member stays in the group until the timeout: a short
+			// one lets the next subscriber of the group take over quickly.
+			HeartbeatInterval:   200 * time.Millisecond,
+			HeartbeatTimeout:    3 * time.Second,
+			RediscoveryInterval: 200 * time.Millisecond,
 		}, watermill.NopLogger{})
 		if err != nil {
 			t.Fatal(err)
@@ -76,28 +81,34 @@ func pstTopic(tctx tests.TestContext) string {
 
 // TestPubSub runs Watermill's universal suite.
 //
-// The Subscriber reads every shard in each process (consumer-group
-// assignment is not built yet), so subscribers sharing a group each get
-// every message: ConsumerGroups is false. The constructors use one consumer
-// group, "test", so that a new subscriber continues where a closed one
-// stopped (Persistent); for the same reason a new subscriber of that group
-// does not receive old messages, which is checked without a group below.
+// Subscribers sharing a consumer group share its shards (SLS assigns them
+// by heartbeat), so ConsumerGroups is true. The constructors use one
+// consumer group, "test", so that a new subscriber continues where a closed
+// one stopped (Persistent); for the same reason a new subscriber of that
+// group does not receive old messages, which is checked without a group
+// below.
 func TestPubSub(t *testing.T) {
 	env := testutil.SLS(t)
 	if err := env.Server.CreateProject(testProject, ""); err != nil {
 		t.Fatal(err)
 	}
 	features := tests.Features{
+		ConsumerGroups:    true,
 		Persistent:        true,
 		GenerateTopicFunc: pstTopic,
 	}
+	groups := func(hashKey string) tests.ConsumerGroupPubSubConstructor {
+		return func(t *testing.T, group string) (message.Publisher, message.Subscriber) {
+			return pstConstructor(env, hashKey, group)(t)
+		}
+	}
 	t.Run("two shards", func(t *testing.T) {
-		tests.TestPubSub(t, features, pstConstructor(env, "", "test"), nil)
+		tests.TestPubSub(t, features, pstConstructor(env, "", "test"), groups(""))
 	})
 	t.Run("one hash key", func(t *testing.T) {
 		f := features
 		f.GuaranteedOrder = true
-		tests.TestPubSub(t, f, pstConstructor(env, "one key", "test"), nil)
+		tests.TestPubSub(t, f, pstConstructor(env, "one key", "test"), groups("one key"))
 	})
 	t.Run("without group", func(t *testing.T) {
 		f := tests.Features{NewSubscriberReceivesOldMessages: true, GenerateTopicFunc: pstTopic}

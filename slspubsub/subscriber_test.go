@@ -199,7 +199,10 @@ func TestSubscriberConsumerGroupResume(t *testing.T) {
 	for g := range 10 {
 		stWrite(t, env, 0, fmt.Sprintf("g%d", g), 2)
 	}
-	group := func(c *SubscriberConfig) { c.ConsumerGroup = "cg"; c.CommitInterval = time.Hour }
+	// One stable consumer name, as a restarted process should have: it
+	// takes its shards back at once instead of waiting for its previous
+	// incarnation to expire from the group.
+	group := func(c *SubscriberConfig) { c.ConsumerGroup = "cg"; c.ConsumerName = "c1"; c.CommitInterval = time.Hour }
 	s1 := stSubscriber(t, env, group)
 	ch, err := s1.Subscribe(context.Background(), testLogstore)
 	if err != nil {

@@ -114,14 +114,18 @@ const (
 
 // RequestInfo describes one answered request, for WithRequestObserver.
 type RequestInfo struct {
-	Op        Operation
-	Project   string
-	Logstore  string
-	Shard     int // -1 when the operation names no shard
-	Status    int
-	ErrorCode string // "" on success
-	RequestID string
-	Duration  time.Duration
+	Op       Operation
+	Project  string
+	Logstore string
+	Shard    int // -1 when the operation names no shard
+	// AccessKeyID is the account that signed the request; "" when it was
+	// not authenticated (WithoutAuth, or refused before). Tests give each
+	// client process its own account to tell their requests apart.
+	AccessKeyID string
+	Status      int
+	ErrorCode   string // "" on success
+	RequestID   string
+	Duration    time.Duration
 }
 
 // NewServer starts a server listening on loopback.
@@ -278,7 +282,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if fn := s.opts.observer; fn != nil {
 		fn(RequestInfo{Op: rq.op, Project: rq.project, Logstore: rq.logstore, Shard: rq.shard,
-			Status: rq.status, ErrorCode: rq.code, RequestID: rq.id, Duration: time.Since(start)})
+			AccessKeyID: rq.accessKeyID, Status: rq.status, ErrorCode: rq.code, RequestID: rq.id,
+			Duration: time.Since(start)})
 	}
 	if rq.truncate != nil && !reset {
 		rq.truncate.finish()
@@ -307,6 +312,9 @@ func (s *Server) serve(rq *request) (reset bool, e *Error) {
 	if e != nil {
 		return false, e
 	}
+	if acc != nil {
+		rq.accessKeyID = acc.AccessKeyID
+	}
 	if e := authorize(acc, rq.op.action(), rq.project, rq.logstore, rq.resourceGroup()); e != nil {
 		return false, e
 	}
@@ -328,6 +336,8 @@ type request struct {
 	status   int
 	code     string
 	truncate *truncatingWriter // set by a Truncate fault
+
+	accessKeyID string // of the authenticated account
 }
 
 // resourceGroup is the consumer group a consumer-group operation acts on,

@@ -1,0 +1,204 @@
+package slspubsub
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+)
+
+// ackResult is how a delivered message was settled.
+type ackResult struct {
+	msg   *message.Message
+	pos   Position
+	acked bool
+}
+
+// delivery is the delivery loop of one shard.
+type delivery struct {
+	sub      *subscription
+	st       *shardState
+	results  chan ackResult // capacity MaxInFlight: watchers never block
+	inFlight int
+	watchers sync.WaitGroup // one per in-flight message
+	failed   bool           // stopped on a log it could not unmarshal
+}
+
+// run delivers batches in order until they end (and every message is
+// settled) or ctx ends. While waiting for data it still handles acks and
+// nacks, so a nacked message is redelivered at once.
+func (d *delivery) run(ctx context.Context, batches <-chan fetchedBatch) {
+	for batches != nil {
+		select {
+		case b, ok := <-batches:
+			if !ok {
+				batches = nil
+				break
+			}
+			done := d.deliverBatch(ctx, b)
+			d.st.reader.budget.release(b.size)
+			if !done {
+				return
+			}
+		case r := <-d.results:
+			if !d.handle(ctx, r) {
+				return
+			}
+		case <-ctx.Done():
+			return
+		}
+	}
+	for d.inFlight > 0 {
+		if !d.settle(ctx) {
+			return
+		}
+	}
+}
+
+// deliverBatch delivers every log of b; false means stop the shard.
+func (d *delivery) deliverBatch(ctx context.Context, b fetchedBatch) bool {
+	s := d.sub.s
+	shardText := strconv.Itoa(d.st.id)
+	for gi := range b.groups {
+		g := &b.groups[gi]
+		cursor := b.first + int64(gi)
+		pos := Position{Shard: d.st.id, Cursor: cursorFromInt64(cursor)}
+		shared := newGroupShared(g, shardText, pos.Cursor)
+		for li := range g.Logs {
+			if gi == 0 && li < b.skip {
+				continue
+			}
+			pos.Index = li
+			in := ReceivedLog{Project: s.cfg.Project, Logstore: d.sub.topic, Group: g, Log: &g.Logs[li], Position: pos, shared: shared}
+			msg, err := s.cfg.Unmarshaler.Unmarshal(in)
+			if err == nil && msg == nil {
+				err = fmt.Errorf("slspubsub: %T returned no message for position %s", s.cfg.Unmarshaler, pos)
+			}
+			if err != nil {
+				fields := d.sub.fields(d.st).Add(watermill.LogFields{"position": pos.String()})
+				if s.cfg.OnUnmarshalError == UnmarshalErrorFail {
+					s.fail("SLS log cannot be unmarshaled; shard stopped", err, fields)
+					d.failed = true
+					return false
+				}
+				s.logger.Error("SLS log cannot be unmarshaled; delivered raw", err, fields)
+				msg = unmarshalForeign(in)
+				msg.Metadata.Set(MetadataUnmarshalError, err.Error())
+			}
+			if !d.send(ctx, msg, pos) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// send delivers msg once fewer than MaxInFlight messages are in flight.
+// With MaxInFlight 1 it waits for the ack itself (no goroutine per message)
+// and sends a nacked message again at once; with more, a watcher goroutine
+// per message reports to the delivery loop.
+func (d *delivery) send(ctx context.Context, msg *message.Message, pos Position) bool {
+	maxInFlight := d.sub.s.cfg.MaxInFlight
+	for d.inFlight >= maxInFlight {
+		if !d.settle(ctx) {
+			return false
+		}
+	}
+	for {
+		// The message's context ends when it is acked or nacked, as in
+		// watermill-kafka, or when the subscription ends.
+		msgCtx := newMsgContext(ctx)
+		cancel := msgCtx.end
+		msg.SetContext(msgCtx)
+		select {
+		case d.sub.out <- msg:
+		case <-ctx.Done():
+			cancel()
+			return false
+		}
+		if maxInFlight > 1 {
+			d.inFlight++
+			d.watchers.Add(1)
+			go func() {
+				defer d.watchers.Done()
+				defer cancel()
+				if settled, acked := d.await(ctx, msg, msgCtx, pos); settled {
+					d.results <- ackResult{msg: msg, pos: pos, acked: acked}
+				}
+			}()
+			return true
+		}
+		settled, acked := d.await(ctx, msg, msgCtx, pos)
+		cancel()
+		if !settled {
+			return false
+		}
+		if acked {
+			return true
+		}
+		msg = msg.Copy()
+	}
+}
+
+// await waits until msg is acked or nacked (settled) or ctx ends. Acks are
+// tracked here, so that none is lost when the subscription ends right after
+// it. When ctx ends, the message's context ends at once (handlers should
+// stop) and await still waits up to CloseTimeout for the message to be
+// acked or nacked: an ack then still counts, and is committed, so a
+// graceful stop or a rebalance does not redeliver what was handled.
+func (d *delivery) await(ctx context.Context, msg *message.Message, msgCtx *msgContext, pos Position) (settled, acked bool) {
+	select {
+	case <-msg.Acked():
+		d.ack(pos)
+		return true, true
+	case <-msg.Nacked():
+		return true, false
+	case <-ctx.Done():
+	}
+	msgCtx.end()
+	grace := d.sub.s.cfg.CloseTimeout
+	if grace > 0 {
+		t := time.NewTimer(grace)
+		defer t.Stop()
+		select {
+		case <-msg.Acked():
+		case <-msg.Nacked():
+		case <-t.C:
+		}
+	}
+	select {
+	case <-msg.Acked():
+		d.ack(pos)
+	default:
+	}
+	return false, false
+}
+
+func (d *delivery) ack(pos Position) {
+	v, _ := pos.CursorValue()
+	d.st.tracker.ack(v, pos.Index)
+}
+
+// settle waits for one in-flight message to be acked or nacked; a nacked one
+// is sent again.
+func (d *delivery) settle(ctx context.Context) bool {
+	select {
+	case r := <-d.results:
+		return d.handle(ctx, r)
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// handle accounts for a settled message, sending a nacked one again.
+func (d *delivery) handle(ctx context.Context, r ackResult) bool {
+	d.inFlight--
+	if !r.acked {
+		return d.send(ctx, r.msg.Copy(), r.pos)
+	}
+	return true
+}

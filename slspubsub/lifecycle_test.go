@@ -1,0 +1,565 @@
+package slspubsub
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+	sls "github.com/aliyun/aliyun-log-go-sdk"
+
+	"github.com/watermill-sls/watermill-sls/internal/testutil"
+	"github.com/watermill-sls/watermill-sls/slspubsub/slstest"
+)
+
+// keyedProducer publishes "<key>|<seq>" messages for keys k0..k<keys-1>,
+// seq 0, 1, 2, ... per key, hash-keyed by key, from workers goroutines each
+// owning a share of the keys (so each key's messages are published in
+// order), until stop is closed; it returns how many it published per key.
+type keyedProducer struct {
+	pub  *Publisher
+	keys int
+	mu   sync.Mutex
+	sent map[string]int // key -> messages published
+}
+
+func newKeyedProducer(t *testing.T, env *testutil.SLSEnv, keys int) *keyedProducer {
+	t.Helper()
+	pub, err := NewPublisher(PublisherConfig{
+		ClientConfig: testConfig(env),
+		HashKey: func(_ string, msg *message.Message) (string, error) {
+			return msg.Metadata.Get("key"), nil
+		},
+		HashBuckets: 64,
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = pub.Close() })
+	return &keyedProducer{pub: pub, keys: keys, sent: map[string]int{}}
+}
+
+// run publishes rounds until stop closes (at least minRounds rounds).
+func (p *keyedProducer) run(t *testing.T, stop <-chan struct{}, minRounds int) {
+	const workers = 8
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for round := 0; ; round++ {
+				if round >= minRounds {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+				}
+				var batch []*message.Message
+				for k := w; k < p.keys; k += workers {
+					key := "k" + strconv.Itoa(k)
+					m := message.NewMessage(fmt.Sprintf("%s-%d", key, round), []byte(fmt.Sprintf("%s|%d", key, round)))
+					m.Metadata.Set("key", key)
+					batch = append(batch, m)
+				}
+				// One Publish call per round and worker: its keys' messages
+				// of this round are written before the next round's.
+				if err := p.pub.Publish(testLogstore, batch...); err != nil {
+					t.Errorf("Publish: %v", err)
+					return
+				}
+				p.mu.Lock()
+				for _, m := range batch {
+					p.sent[m.Metadata.Get("key")]++
+				}
+				p.mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+func (p *keyedProducer) total() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for _, c := range p.sent {
+		n += c
+	}
+	return n
+}
+
+// keyedConsumer records, per key, the sequence numbers received in order.
+type keyedConsumer struct {
+	mu   sync.Mutex
+	seqs map[string][]int
+	n    int
+}
+
+func (c *keyedConsumer) record(t *testing.T, msg *message.Message) {
+	key, seq, ok := strings.Cut(string(msg.Payload), "|")
+	n, err := strconv.Atoi(seq)
+	if !ok || err != nil {
+		t.Errorf("unexpected payload %q", msg.Payload)
+		return
+	}
+	c.mu.Lock()
+	c.seqs[key] = append(c.seqs[key], n)
+	c.n++
+	c.mu.Unlock()
+}
+
+func (c *keyedConsumer) count() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n
+}
+
+// check requires every key's sequence to be exactly 0..sent-1 in order.
+func (c *keyedConsumer) check(t *testing.T, sent map[string]int) {
+	t.Helper()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	bad := 0
+	for key, n := range sent {
+		got := c.seqs[key]
+		want := make([]int, n)
+		for i := range want {
+			want[i] = i
+		}
+		if !slices.Equal(got, want) {
+			bad++
+			if bad <= 5 {
+				t.Errorf("key %s: received %d messages out of order or incomplete (sent %d): %v", key, len(got), n, got[:min(30, len(got))])
+			}
+		}
+	}
+	if bad > 0 {
+		t.Errorf("%d of %d keys broke per-key order or lost messages", bad, len(sent))
+	}
+}
+
+// TestSubscriberFollowsSplitAndMerge produces messages of 1 000 hash keys
+// continuously while shards are split twice and merged once; one
+// Subscriber (every shard) follows the new shards without restarting, and
+// for every key the consumed order equals the produced order, with nothing
+// lost or duplicated: parents are read to their end before their children.
+func TestSubscriberFollowsSplitAndMerge(t *testing.T) {
+	env := testutil.SLS(t)
+	env.LogStore(t, testProject, testLogstore, 2)
+	prod := newKeyedProducer(t, env, 1000)
+	cons := &keyedConsumer{seqs: map[string][]int{}}
+
+	s := stSubscriber(t, env, func(c *SubscriberConfig) { c.RediscoveryInterval = 50 * time.Millisecond })
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ch, err := s.Subscribe(ctx, testLogstore)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var gate sync.Mutex // held: the consumer stalls, a backlog builds up
+	go func() {
+		for msg := range ch {
+			gate.Lock()
+			gate.Unlock() //nolint:staticcheck // a barrier, not a critical section
+			cons.record(t, msg)
+			msg.Ack()
+		}
+	}()
+	// reshape changes the shards while the consumer stalls and the
+	// producer writes on: parents keep a backlog while their children
+	// fill, so children read too early would break per-key order.
+	reshape := func(op func()) {
+		gate.Lock()
+		defer gate.Unlock()
+		before := prod.total()
+		op()
+		testutil.Poll(t, 60*time.Second, "messages produced after the change", func() (bool, string) {
+			return prod.total() >= before+3000, fmt.Sprintf("%d produced", prod.total()-before)
+		})
+	}
+
+	stop := make(chan struct{})
+	produced := make(chan struct{})
+	go func() {
+		defer close(produced)
+		prod.run(t, stop, 3)
+	}()
+	rounds := testutil.SoakOr(1, 5) // of split, split, merge
+	for range rounds {
+		waitCount(t, cons, cons.count()+2000)
+		reshape(func() { splitShard(t, env, lowestReadWrite(t, env, 0)) })
+		waitCount(t, cons, cons.count()+2000)
+		reshape(func() { splitShard(t, env, lowestReadWrite(t, env, 1)) })
+		waitCount(t, cons, cons.count()+2000)
+		reshape(func() { mergeShards(t, env, lowestReadWrite(t, env, 0)) })
+	}
+	waitCount(t, cons, cons.count()+2000)
+	close(stop)
+	<-produced
+	total := prod.total()
+	waitCount(t, cons, total)
+	shards, _ := env.Server.Shards(testProject, testLogstore)
+	t.Logf("%d messages of %d keys consumed across %d shards (%d splits, %d merges)", total, prod.keys, len(shards), 2*rounds, rounds)
+	cons.check(t, prod.sent)
+}
+
+// waitCount waits until c has received at least n messages.
+func waitCount(t *testing.T, c *keyedConsumer, n int) {
+	t.Helper()
+	testutil.Poll(t, 60*time.Second, fmt.Sprintf("%d messages received", n), func() (bool, string) {
+		got := c.count()
+		return got >= n, fmt.Sprintf("%d received", got)
+	})
+}
+
+// lowestReadWrite returns the readwrite shard with the i-th lowest hash
+// range.
+func lowestReadWrite(t *testing.T, env *testutil.SLSEnv, i int) int {
+	t.Helper()
+	shards, err := env.Server.Shards(testProject, testLogstore)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shards = slices.DeleteFunc(shards, func(s slstest.ShardInfo) bool { return s.Status == slstest.ShardReadOnly })
+	slices.SortFunc(shards, func(a, b slstest.ShardInfo) int { return strings.Compare(a.InclusiveBeginKey, b.InclusiveBeginKey) })
+	if i >= len(shards) {
+		t.Fatalf("no readwrite shard %d among %v", i, shards)
+	}
+	return shards[i].ShardID
+}
+
+func splitShard(t *testing.T, env *testutil.SLSEnv, id int) {
+	t.Helper()
+	if _, err := env.Server.SplitShard(testProject, testLogstore, id, ""); err != nil {
+		t.Fatalf("split shard %d: %v", id, err)
+	}
+}
+
+func mergeShards(t *testing.T, env *testutil.SLSEnv, id int) {
+	t.Helper()
+	if _, err := env.Server.MergeShards(testProject, testLogstore, id); err != nil {
+		t.Fatalf("merge shard %d: %v", id, err)
+	}
+}
+
+// received records which subscriber received each message, by shard.
+type received struct {
+	mu      sync.Mutex
+	byShard map[int]map[string]int // shard -> subscriber -> messages
+	uuids   map[string]int
+}
+
+func newReceived() *received {
+	return &received{byShard: map[int]map[string]int{}, uuids: map[string]int{}}
+}
+
+func (r *received) consume(t *testing.T, name string, ch <-chan *message.Message) {
+	go func() {
+		for msg := range ch {
+			p, err := PositionFromMessage(msg)
+			if err != nil {
+				t.Error(err)
+			}
+			r.mu.Lock()
+			if r.byShard[p.Shard] == nil {
+				r.byShard[p.Shard] = map[string]int{}
+			}
+			r.byShard[p.Shard][name]++
+			r.uuids[msg.UUID]++
+			r.mu.Unlock()
+			msg.Ack()
+		}
+	}()
+}
+
+func (r *received) distinct() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.uuids)
+}
+
+func (r *received) readers(shard int) map[string]int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := map[string]int{}
+	for k, v := range r.byShard[shard] {
+		out[k] = v
+	}
+	return out
+}
+
+func fastGroup(name string) func(*SubscriberConfig) {
+	return func(c *SubscriberConfig) {
+		c.ConsumerGroup = "cg"
+		c.ConsumerName = name
+		c.HeartbeatInterval = 100 * time.Millisecond
+		c.HeartbeatTimeout = time.Second
+		c.RediscoveryInterval = 100 * time.Millisecond
+		c.CommitInterval = 50 * time.Millisecond
+	}
+}
+
+// TestSubscriberConsumerGroupAssignment runs two members of a consumer
+// group over 4 shards: SLS gives each 2 shards and every message goes to
+// one member; once one member closes, the other takes over its shards
+// (after the group's timeout) from their committed checkpoints.
+func TestSubscriberConsumerGroupAssignment(t *testing.T) {
+	env := testutil.SLS(t)
+	env.LogStore(t, testProject, testLogstore, 4)
+	r := newReceived()
+	a := stSubscriber(t, env, fastGroup("a"))
+	b := stSubscriber(t, env, fastGroup("b"))
+	for name, s := range map[string]*Subscriber{"a": a, "b": b} {
+		ch, err := s.Subscribe(context.Background(), testLogstore)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.consume(t, name, ch)
+	}
+	testutil.Poll(t, 30*time.Second, "2 shards allocated to each member", func() (bool, string) {
+		st, err := env.Server.ConsumerGroupState(testProject, testLogstore, "cg")
+		if err != nil {
+			return false, err.Error()
+		}
+		held := map[string]int{}
+		for _, sh := range st.Shards {
+			if sh.Status == slstest.AssignmentAllocated {
+				held[sh.Consumer]++
+			}
+		}
+		return held["a"] == 2 && held["b"] == 2, fmt.Sprint(held)
+	})
+	for shard := range 4 {
+		stWrite(t, env, shard, fmt.Sprintf("a%d", shard), 10)
+	}
+	testutil.Poll(t, 30*time.Second, "40 messages", func() (bool, string) {
+		return r.distinct() == 40, fmt.Sprint(r.distinct())
+	})
+	owners := map[string]int{}
+	for shard := range 4 {
+		rd := r.readers(shard)
+		if len(rd) != 1 {
+			t.Fatalf("shard %d read by %v, want one member", shard, rd)
+		}
+		for name := range rd {
+			owners[name]++
+		}
+	}
+	if owners["a"] != 2 || owners["b"] != 2 {
+		t.Fatalf("shards per member %v, want 2 each", owners)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for shard := range 4 {
+		stWrite(t, env, shard, fmt.Sprintf("b%d", shard), 10)
+	}
+	testutil.Poll(t, 30*time.Second, "80 messages", func() (bool, string) {
+		return r.distinct() == 80, fmt.Sprint(r.distinct())
+	})
+	for shard := range 4 {
+		if got := r.readers(shard)["a"]; got < 10 {
+			t.Errorf("member a read %d messages of shard %d after b left, want at least 10", got, shard)
+		}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for id, n := range r.uuids {
+		if n != 1 {
+			t.Errorf("message %s received %d times (b committed everything it acked before leaving)", id, n)
+		}
+	}
+}
+
+// TestSubscriberStaticConsistentChildrenFollowParent: with the consistent
+// assigner, both children of a split shard go to the instance that read
+// the parent; with round robin they would not.
+func TestSubscriberStaticConsistentChildrenFollowParent(t *testing.T) {
+	env := testutil.SLS(t)
+	env.LogStore(t, testProject, testLogstore, 4)
+	for shard := range 4 {
+		stWrite(t, env, shard, fmt.Sprintf("p%d", shard), 5)
+	}
+	r := newReceived()
+	names := []string{"i0", "i1"}
+	for i, name := range names {
+		s := stSubscriber(t, env, func(c *SubscriberConfig) {
+			fastGroup(name)(c)
+			c.Assignment = AssignStatic
+			c.StaticInstances, c.StaticIndex = 2, i
+		})
+		ch, err := s.Subscribe(context.Background(), testLogstore)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.consume(t, name, ch)
+	}
+	testutil.Poll(t, 30*time.Second, "20 messages", func() (bool, string) {
+		return r.distinct() == 20, fmt.Sprint(r.distinct())
+	})
+	parentOwner := ""
+	for name := range r.readers(0) {
+		parentOwner = name
+	}
+	infos, err := env.Server.SplitShard(testProject, testLogstore, 0, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var children []int
+	for _, in := range infos {
+		if in.ShardID != 0 {
+			children = append(children, in.ShardID)
+			stWrite(t, env, in.ShardID, fmt.Sprintf("c%d", in.ShardID), 5)
+		}
+	}
+	testutil.Poll(t, 30*time.Second, "30 messages", func() (bool, string) {
+		return r.distinct() == 30, fmt.Sprint(r.distinct())
+	})
+	for _, c := range children {
+		if rd := r.readers(c); len(rd) != 1 || rd[parentOwner] != 5 {
+			t.Errorf("child shard %d read by %v, want all 5 by the parent's reader %s", c, rd, parentOwner)
+		}
+	}
+}
+
+// TestShardAssigners checks the static assigners over layouts with splits
+// and merges: every shard has exactly one instance; with the consistent
+// assigner, the children of a listed parent share its instance.
+func TestShardAssigners(t *testing.T) {
+	key := func(v uint64) string { return fmt.Sprintf("%016x%016x", v, 0) }
+	full := ShardInfo{ID: 0, BeginKey: key(0), EndKey: "ffffffffffffffffffffffffffffffff"}
+	quarter := uint64(1) << 62
+	layout := []ShardInfo{
+		{ID: 0, ReadOnly: true, BeginKey: key(0), EndKey: key(quarter)},
+		{ID: 1, BeginKey: key(quarter), EndKey: key(2 * quarter)},
+		{ID: 2, ReadOnly: true, BeginKey: key(2 * quarter), EndKey: key(3 * quarter)},
+		{ID: 3, BeginKey: key(3 * quarter), EndKey: full.EndKey},
+		{ID: 4, BeginKey: key(0), EndKey: key(quarter / 2)},                                     // split of 0
+		{ID: 5, BeginKey: key(quarter / 2), EndKey: key(quarter)},                               // split of 0
+		{ID: 6, ReadOnly: true, BeginKey: key(2 * quarter), EndKey: key(2*quarter + quarter/2)}, // split of 2
+		{ID: 7, ReadOnly: true, BeginKey: key(2*quarter + quarter/2), EndKey: key(3 * quarter)}, // split of 2
+		{ID: 8, BeginKey: key(2 * quarter), EndKey: key(3 * quarter)},                           // merge of 6, 7
+	}
+	for _, instances := range []int{1, 2, 3, 4, 7} {
+		for name, a := range map[string]ShardAssigner{"consistent": ConsistentAssigner{}, "round robin": RoundRobinAssigner{}} {
+			owner := map[int]int{}
+			for i := range instances {
+				ids, err := a.Assign(layout, instances, i)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, id := range ids {
+					if prev, dup := owner[id]; dup {
+						t.Fatalf("%s/%d: shard %d given to %d and %d", name, instances, id, prev, i)
+					}
+					owner[id] = i
+				}
+			}
+			if len(owner) != len(layout) {
+				t.Fatalf("%s/%d: %d of %d shards assigned", name, instances, len(owner), len(layout))
+			}
+			if name != "consistent" {
+				continue
+			}
+			for child, parent := range map[int]int{4: 0, 5: 0, 6: 2, 7: 2, 8: 6} {
+				if owner[child] != owner[parent] {
+					t.Errorf("consistent/%d: child %d on %d, parent %d on %d", instances, child, owner[child], parent, owner[parent])
+				}
+			}
+		}
+	}
+}
+
+// TestSubscriberConsumerGroupFencesItself: when heartbeats fail, the member
+// stops fetching every shard before the group's timeout can hand them to
+// another member, and resumes once heartbeats succeed again.
+func TestSubscriberConsumerGroupFencesItself(t *testing.T) {
+	var mu sync.Mutex
+	var lastBeat, lastPull time.Time
+	pulls := 0
+	env := testutil.SLS(t, slstest.WithRequestObserver(func(ri slstest.RequestInfo) {
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case ri.Op == slstest.OpHeartBeat && ri.Status == 200:
+			lastBeat = time.Now()
+		case ri.Op == slstest.OpPullLogs:
+			lastPull = time.Now()
+			pulls++
+		}
+	}))
+	env.LogStore(t, testProject, testLogstore, 2)
+	s := stSubscriber(t, env, fastGroup("a"))
+	ch, err := s.Subscribe(context.Background(), testLogstore)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stWrite(t, env, 0, "before", 2)
+	stReceive(t, ch, 2, true)
+
+	remove := env.Server.InjectFault(slstest.ErrorFault(slstest.OpHeartBeat, 500, "InternalServerError"))
+	mu.Lock()
+	failedFrom := lastBeat
+	mu.Unlock()
+	// Past the group's timeout: SLS may hand the shards on by now.
+	testutil.Poll(t, 10*time.Second, "the group timeout to pass", func() (bool, string) {
+		return time.Since(failedFrom) > 1500*time.Millisecond, ""
+	})
+	mu.Lock()
+	stoppedAt, beat := lastPull, lastBeat
+	mu.Unlock()
+	if deadline := beat.Add(time.Second); !stoppedAt.Before(deadline) {
+		t.Fatalf("still fetching at %v, after the group timeout ended at %v (last heartbeat %v)",
+			stoppedAt.Format("15:04:05.000"), deadline.Format("15:04:05.000"), beat.Format("15:04:05.000"))
+	}
+	remove()
+	stWrite(t, env, 1, "after", 2)
+	if got := uuids(stReceive(t, ch, 2, true)); got[0] != "after-0" || got[1] != "after-1" {
+		t.Fatalf("after heartbeats resumed: %v", got)
+	}
+}
+
+// TestSubscriberReportsUnorderedGroup: an existing consumer group with
+// order=false is reported (logged at Error level); a group the Subscriber
+// creates is in order.
+func TestSubscriberReportsUnorderedGroup(t *testing.T) {
+	env := testutil.SLS(t)
+	env.LogStore(t, testProject, testLogstore, 1)
+	api := newTestClient(t, testConfig(env))
+	if err := api.createConsumerGroup(ctxT(t), testLogstore, sls.ConsumerGroup{ConsumerGroupName: "loose", Timeout: 10}); err != nil {
+		t.Fatal(err)
+	}
+	for _, group := range []string{"loose", "created"} {
+		logger := watermill.NewCaptureLogger()
+		s, err := NewSubscriber(SubscriberConfig{ClientConfig: testConfig(env), ConsumerGroup: group}, logger)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		if _, err := s.Subscribe(ctx, testLogstore); err != nil {
+			t.Fatal(err)
+		}
+		cancel()
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		reported := false
+		for _, e := range logger.Captured()[watermill.ErrorLogLevel] {
+			reported = reported || strings.Contains(e.Msg, "not in order")
+		}
+		if reported != (group == "loose") {
+			t.Errorf("group %s: order=false reported %v", group, reported)
+		}
+	}
+	st, err := env.Server.ConsumerGroupState(testProject, testLogstore, "created")
+	if err != nil || !st.InOrder {
+		t.Fatalf("created group: in order %v, %v", st.InOrder, err)
+	}
+}

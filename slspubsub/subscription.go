@@ -1,0 +1,780 @@
+package slspubsub
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+	sls "github.com/aliyun/aliyun-log-go-sdk"
+)
+
+// subscription is one Subscribe call. Its manager goroutine (run) decides
+// which shards are read: it rediscovers the shard list, heartbeats to the
+// consumer group or asks the static assigner, applies the parent-first rule,
+// and starts and stops one worker per shard read. Workers end by themselves
+// when a readonly shard is read to its end, at a stop position, when the
+// shard is gone, or on an error; the manager reaps them.
+type subscription struct {
+	s       *Subscriber
+	topic   string
+	mode    Assignment
+	bounded bool // a StopPosition: the shard set is fixed at Subscribe
+	out     chan *message.Message
+	events  chan struct{} // capacity 1: a worker ended, or rediscover now
+
+	mu      sync.Mutex // guards layout and workers (read by workers and the commit loop)
+	layout  []ShardInfo
+	workers map[int]*shardWorker
+
+	// Owned by the manager goroutine.
+	finished     map[int]bool   // readonly shards read to their end
+	stopped      map[int]bool   // shards that reached the stop position, or stopped on an error
+	failures     int            // shards stopped on an error
+	ends         map[int]int64  // end cursors of readonly shards
+	checkpoints  map[int]string // the consumer group's, as of the last rediscovery
+	static       map[int]bool   // AssignStatic: this instance's shards
+	assigned     map[int]bool   // AssignConsumerGroup: the last heartbeat's answer
+	lastBeat     time.Time      // last successful heartbeat
+	beatFailures int
+	groupTimeout time.Duration
+	pending      map[int]*shardState // opened at Subscribe, started by run
+
+	workersWG sync.WaitGroup
+}
+
+// shardWorker reads one shard: a fetch loop and a delivery loop.
+type shardWorker struct {
+	info     ShardInfo
+	cancel   context.CancelFunc
+	done     chan struct{}
+	stopping bool // manager: asked to stop
+
+	st atomic.Pointer[shardState] // once opened
+
+	// Set before done closes.
+	finished bool  // a readonly shard read to its end, its final checkpoint committed
+	ended    bool  // reached the stop position
+	gone     bool  // the shard no longer exists
+	err      error // stopped on this error
+}
+
+// shardState is what the loops of one shard share.
+type shardState struct {
+	id      int
+	reader  *shardReader
+	tracker *ackTracker
+
+	commitMu  sync.Mutex
+	committed int64 // last committed cursor value, -1 when none
+}
+
+func (s *Subscriber) newSubscription(ctx context.Context, topic string) (*subscription, error) {
+	sub := &subscription{
+		s: s, topic: topic, mode: s.cfg.mode(), bounded: s.cfg.StopPosition.Kind != StopNever,
+		out: make(chan *message.Message), events: make(chan struct{}, 1),
+		workers: map[int]*shardWorker{}, finished: map[int]bool{}, stopped: map[int]bool{},
+		ends: map[int]int64{}, assigned: map[int]bool{}, pending: map[int]*shardState{},
+		groupTimeout: s.cfg.HeartbeatTimeout,
+	}
+	if err := sub.discover(ctx); err != nil {
+		return nil, err
+	}
+	if s.cfg.ConsumerGroup != "" {
+		if err := sub.ensureGroup(ctx); err != nil {
+			return nil, err
+		}
+		if err := sub.refreshCheckpoints(ctx); err != nil {
+			return nil, err
+		}
+	}
+	if sub.mode == AssignConsumerGroup {
+		if err := sub.heartbeat(ctx); err != nil {
+			return nil, err
+		}
+	}
+	// The shards startable now are opened here, so that an unreadable
+	// start position fails Subscribe.
+	for _, info := range sub.startable(ctx) {
+		st, err := sub.openShard(ctx, info)
+		if err != nil {
+			return nil, err
+		}
+		sub.pending[info.ID] = st
+	}
+	return sub, nil
+}
+
+// ensureGroup creates the consumer group (in order) when missing, and
+// reports an existing one that is not in order.
+func (sub *subscription) ensureGroup(ctx context.Context) error {
+	s := sub.s
+	timeout := int(s.cfg.HeartbeatTimeout / time.Second)
+	g := sls.ConsumerGroup{ConsumerGroupName: s.cfg.ConsumerGroup, Timeout: timeout, InOrder: true}
+	err := s.api.createConsumerGroup(ctx, sub.topic, g)
+	var se *Error
+	if err == nil || !errors.As(err, &se) || se.Code != CodeConsumerGroupAlreadyExist {
+		return err
+	}
+	groups, err := s.api.listConsumerGroups(ctx, sub.topic)
+	if err != nil {
+		return err
+	}
+	for _, eg := range groups {
+		if eg.ConsumerGroupName != s.cfg.ConsumerGroup {
+			continue
+		}
+		if !eg.InOrder {
+			s.logger.Error("SLS consumer group is not in order (order=false): SLS may hand out a child shard "+
+				"before its parents are finished; this Subscriber still starts a shard only after its parents' "+
+				"final checkpoints, but readers of other kinds in the group may not",
+				nil, watermill.LogFields{"logstore": sub.topic, "consumer_group": eg.ConsumerGroupName})
+		}
+		if eg.Timeout > 0 {
+			sub.groupTimeout = time.Duration(eg.Timeout) * time.Second
+		}
+	}
+	return nil
+}
+
+// poke wakes the manager.
+func (sub *subscription) poke() {
+	select {
+	case sub.events <- struct{}{}:
+	default:
+	}
+}
+
+// run is the manager loop. It closes out when the subscription ends: ctx
+// ended, a bounded subscription read everything, or shards stopped on
+// errors and nothing else is left to read.
+func (sub *subscription) run(ctx context.Context) {
+	s := sub.s
+	commitStop, commitDone := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(commitDone)
+		sub.commitLoop(commitStop)
+	}()
+	var beat, rediscover <-chan time.Time
+	if sub.mode == AssignConsumerGroup {
+		t := time.NewTicker(s.cfg.HeartbeatInterval)
+		defer t.Stop()
+		beat = t.C
+	}
+	if !sub.bounded {
+		t := time.NewTicker(s.cfg.RediscoveryInterval)
+		defer t.Stop()
+		rediscover = t.C
+	}
+	for {
+		sub.reconcile(ctx)
+		if sub.over() {
+			break
+		}
+		select {
+		case <-ctx.Done():
+		case <-beat:
+			if err := sub.heartbeat(ctx); err != nil && ctx.Err() == nil {
+				sub.logBeatFailure(err)
+			}
+			continue
+		case <-rediscover:
+			sub.rediscover(ctx)
+			continue
+		case <-sub.events:
+			continue
+		}
+		break
+	}
+	sub.mu.Lock()
+	for _, w := range sub.workers {
+		w.cancel()
+	}
+	sub.mu.Unlock()
+	sub.workersWG.Wait()
+	sub.reap()
+	close(commitStop)
+	<-commitDone
+	if sub.mode == AssignConsumerGroup {
+		sub.leave()
+	}
+	close(sub.out)
+}
+
+// rediscover reads the shard list and checkpoints again; failures are
+// logged and retried at the next interval.
+func (sub *subscription) rediscover(ctx context.Context) {
+	err := sub.discover(ctx)
+	if err == nil && sub.s.cfg.ConsumerGroup != "" && sub.hasUnfinishedReadOnly() {
+		err = sub.refreshCheckpoints(ctx)
+	}
+	if err != nil && ctx.Err() == nil {
+		sub.s.logger.Error("SLS shard rediscovery failed, will retry", err, watermill.LogFields{"logstore": sub.topic})
+	}
+}
+
+// discover reads the shard list (and, with AssignStatic, this instance's
+// share of it).
+func (sub *subscription) discover(ctx context.Context) error {
+	shards, err := sub.s.api.listShards(ctx, sub.topic)
+	if err != nil {
+		return err
+	}
+	layout := make([]ShardInfo, len(shards))
+	for i, sh := range shards {
+		layout[i] = shardInfoFrom(sh)
+	}
+	sortShards(layout)
+	if sub.mode == AssignStatic {
+		ids, err := sub.s.cfg.ShardAssigner.Assign(layout, sub.s.cfg.StaticInstances, sub.s.cfg.StaticIndex)
+		if err != nil {
+			return fmt.Errorf("slspubsub: %T.Assign: %w", sub.s.cfg.ShardAssigner, err)
+		}
+		sub.static = make(map[int]bool, len(ids))
+		for _, id := range ids {
+			sub.static[id] = true
+		}
+	}
+	sub.mu.Lock()
+	if !sub.bounded || sub.layout == nil {
+		sub.layout = layout
+	} else {
+		// Bounded: keep the shards of the first listing, with fresh states.
+		for i, old := range sub.layout {
+			if j := slices.IndexFunc(layout, func(n ShardInfo) bool { return n.ID == old.ID }); j >= 0 {
+				sub.layout[i] = layout[j]
+			}
+		}
+	}
+	sub.mu.Unlock()
+	return nil
+}
+
+func (sub *subscription) hasUnfinishedReadOnly() bool {
+	sub.mu.Lock()
+	defer sub.mu.Unlock()
+	for _, sh := range sub.layout {
+		if sh.ReadOnly && !sub.finished[sh.ID] {
+			return true
+		}
+	}
+	return false
+}
+
+func (sub *subscription) refreshCheckpoints(ctx context.Context) error {
+	cps, err := sub.s.api.getCheckpoints(ctx, sub.topic, sub.s.cfg.ConsumerGroup)
+	if err != nil {
+		return err
+	}
+	m := make(map[int]string, len(cps))
+	for _, cp := range cps {
+		if cp.CheckPoint != "" {
+			m[cp.ShardID] = cp.CheckPoint
+		}
+	}
+	sub.checkpoints = m
+	return nil
+}
+
+// shardInfo returns the current listing of shard id.
+func (sub *subscription) shardInfo(id int) (ShardInfo, bool) {
+	sub.mu.Lock()
+	defer sub.mu.Unlock()
+	for _, sh := range sub.layout {
+		if sh.ID == id {
+			return sh, true
+		}
+	}
+	return ShardInfo{}, false
+}
+
+// heartbeat tells the consumer group which shards this process holds and
+// records the ones it is assigned.
+func (sub *subscription) heartbeat(ctx context.Context) error {
+	s := sub.s
+	sub.mu.Lock()
+	held := make([]int, 0, len(sub.workers))
+	for id := range sub.workers {
+		held = append(held, id)
+	}
+	sub.mu.Unlock()
+	slices.Sort(held)
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
+	defer cancel()
+	ids, err := s.api.heartbeat(ctx, sub.topic, s.cfg.ConsumerGroup, s.cfg.ConsumerName, held)
+	if err != nil {
+		return err
+	}
+	sub.lastBeat = time.Now()
+	sub.beatFailures = 0
+	sub.assigned = make(map[int]bool, len(ids))
+	for _, id := range ids {
+		sub.assigned[id] = true
+	}
+	return nil
+}
+
+func (sub *subscription) logBeatFailure(err error) {
+	sub.beatFailures++
+	fields := watermill.LogFields{"logstore": sub.topic, "consumer_group": sub.s.cfg.ConsumerGroup,
+		"consumer": sub.s.cfg.ConsumerName, "failures": sub.beatFailures}
+	sub.s.logger.Error("SLS consumer-group heartbeat failed, will retry", err, fields)
+}
+
+// fenced reports whether heartbeats failed for so long that SLS may hand
+// this process's shards to others before the next one: it must not read
+// any of them until a heartbeat succeeds again.
+func (sub *subscription) fenced() bool {
+	return time.Since(sub.lastBeat) > sub.groupTimeout-sub.s.cfg.HeartbeatInterval
+}
+
+// leave releases every shard with a last heartbeat holding none, so other
+// members take them at once rather than after the timeout.
+func (sub *subscription) leave() {
+	ctx, cancel := context.WithTimeout(context.Background(), sub.s.cfg.RequestTimeout)
+	defer cancel()
+	s := sub.s
+	if _, err := s.api.heartbeat(ctx, sub.topic, s.cfg.ConsumerGroup, s.cfg.ConsumerName, []int{}); err != nil {
+		s.logger.Info("SLS consumer-group leave heartbeat failed; the group frees the shards after its timeout",
+			watermill.LogFields{"logstore": sub.topic, "err": err})
+	}
+}
+
+// wanted reports whether this process should read shard id now, by the
+// assignment mode, ignoring the parent-first rule.
+func (sub *subscription) wanted(id int) bool {
+	if sub.finished[id] || sub.stopped[id] {
+		return false
+	}
+	switch sub.mode {
+	case AssignConsumerGroup:
+		return sub.assigned[id] && !sub.fenced()
+	case AssignStatic:
+		return sub.static[id]
+	}
+	return true
+}
+
+// startable returns the wanted shards that are not running and whose
+// parents are finished.
+func (sub *subscription) startable(ctx context.Context) []ShardInfo {
+	sub.mu.Lock()
+	layout := slices.Clone(sub.layout)
+	running := make(map[int]bool, len(sub.workers))
+	for id := range sub.workers {
+		running[id] = true
+	}
+	sub.mu.Unlock()
+	var out []ShardInfo
+	for _, sh := range layout {
+		if running[sh.ID] || sub.pending[sh.ID] != nil || !sub.wanted(sh.ID) {
+			continue
+		}
+		if sub.parentsFinished(ctx, sh, layout) {
+			out = append(out, sh)
+		}
+	}
+	return out
+}
+
+// parentsFinished applies the parent-first rule: every readonly shard
+// created before sh whose range overlaps it must have been read to its
+// end, here or (as its consumer-group checkpoint at its end cursor shows)
+// by another process.
+func (sub *subscription) parentsFinished(ctx context.Context, sh ShardInfo, layout []ShardInfo) bool {
+	for _, p := range parentsOf(sh, layout) {
+		if sub.finished[p] {
+			continue
+		}
+		cp, ok := sub.checkpoints[p]
+		if !ok {
+			return false
+		}
+		end, err := sub.endCursor(ctx, p)
+		if err != nil {
+			if ctx.Err() == nil {
+				sub.s.logger.Error("SLS end cursor of a parent shard unreadable, will retry", err,
+					watermill.LogFields{"logstore": sub.topic, "shard": p})
+			}
+			return false
+		}
+		if v, ok := cursorToInt64(cp); !ok || v < end {
+			return false
+		}
+		sub.finished[p] = true
+	}
+	return true
+}
+
+// endCursor returns the end cursor of readonly shard id (it no longer
+// moves, so it is asked for once).
+func (sub *subscription) endCursor(ctx context.Context, id int) (int64, error) {
+	if v, ok := sub.ends[id]; ok {
+		return v, nil
+	}
+	c, err := sub.s.api.getCursor(ctx, sub.topic, id, "end")
+	if err != nil {
+		return 0, err
+	}
+	v, ok := cursorToInt64(c)
+	if !ok {
+		return 0, fmt.Errorf("slspubsub: end cursor of %s shard %d: invalid cursor %q", sub.topic, id, c)
+	}
+	sub.ends[id] = v
+	return v, nil
+}
+
+// reconcile reaps ended workers, stops the ones no longer wanted and starts
+// the startable ones.
+func (sub *subscription) reconcile(ctx context.Context) {
+	sub.reap()
+	if ctx.Err() != nil {
+		return
+	}
+	sub.mu.Lock()
+	for id, w := range sub.workers {
+		if !w.stopping && !sub.wanted(id) {
+			w.stopping = true
+			w.cancel()
+		}
+	}
+	sub.mu.Unlock()
+	for id, st := range sub.pending {
+		if !sub.wanted(id) {
+			delete(sub.pending, id)
+			continue
+		}
+		info, _ := sub.shardInfo(id)
+		sub.start(ctx, info, st)
+		delete(sub.pending, id)
+	}
+	for _, info := range sub.startable(ctx) {
+		sub.start(ctx, info, nil)
+	}
+}
+
+// reap removes ended workers and records how they ended.
+func (sub *subscription) reap() {
+	sub.mu.Lock()
+	defer sub.mu.Unlock()
+	for id, w := range sub.workers {
+		select {
+		case <-w.done:
+		default:
+			continue
+		}
+		delete(sub.workers, id)
+		switch {
+		case w.finished:
+			sub.finished[id] = true
+		case w.ended:
+			sub.stopped[id] = true
+		case w.err != nil:
+			sub.stopped[id] = true
+			sub.failures++
+		}
+		if w.gone {
+			sub.poke() // rediscover: the layout changed
+		}
+	}
+}
+
+// over reports whether the subscription has nothing left to do.
+func (sub *subscription) over() bool {
+	sub.mu.Lock()
+	defer sub.mu.Unlock()
+	if len(sub.workers) > 0 || len(sub.pending) > 0 {
+		return false
+	}
+	if sub.bounded {
+		for _, sh := range sub.layout {
+			if sub.wanted(sh.ID) && !sub.blockedForever(sh) {
+				return false
+			}
+		}
+		return true
+	}
+	if sub.failures == 0 {
+		return false
+	}
+	for _, sh := range sub.layout {
+		if sub.wanted(sh.ID) {
+			return false
+		}
+	}
+	return true
+}
+
+// blockedForever reports whether a parent of sh stopped (at a stop
+// position, or on an error) before its end: sh can never start.
+func (sub *subscription) blockedForever(sh ShardInfo) bool {
+	for _, p := range parentsOf(sh, sub.layout) {
+		if sub.stopped[p] {
+			return true
+		}
+	}
+	return false
+}
+
+// start runs a worker for shard info; st is its opened state, or nil to
+// open it in the worker.
+func (sub *subscription) start(ctx context.Context, info ShardInfo, st *shardState) {
+	wctx, cancel := context.WithCancel(ctx)
+	w := &shardWorker{info: info, cancel: cancel, done: make(chan struct{})}
+	sub.mu.Lock()
+	sub.workers[info.ID] = w
+	sub.mu.Unlock()
+	sub.workersWG.Add(1)
+	go func() {
+		defer sub.workersWG.Done()
+		defer sub.poke()
+		defer close(w.done)
+		defer cancel()
+		sub.runWorker(wctx, w, st)
+	}()
+}
+
+// openShard resolves where a shard is read from and builds its state.
+func (sub *subscription) openShard(ctx context.Context, info ShardInfo) (*shardState, error) {
+	s := sub.s
+	var cp map[int]string
+	if s.cfg.ConsumerGroup != "" {
+		// Fresh: a previous holder may have committed since Subscribe.
+		cps, err := s.api.getCheckpoints(ctx, sub.topic, s.cfg.ConsumerGroup)
+		if err != nil {
+			return nil, fmt.Errorf("slspubsub: start position of %s shard %d: %w", sub.topic, info.ID, err)
+		}
+		for _, c := range cps {
+			if c.ShardID == info.ID && c.CheckPoint != "" {
+				cp = map[int]string{info.ID: c.CheckPoint}
+			}
+		}
+	}
+	start, skip, err := s.startCursor(ctx, sub.topic, info.ID, cp)
+	if err != nil {
+		return nil, fmt.Errorf("slspubsub: start position of %s shard %d: %w", sub.topic, info.ID, err)
+	}
+	end, err := s.stopCursor(ctx, sub.topic, info.ID)
+	if err != nil {
+		return nil, fmt.Errorf("slspubsub: stop position of %s shard %d: %w", sub.topic, info.ID, err)
+	}
+	tr := newAckTracker(start)
+	r := &shardReader{
+		api: s.api, cfg: &s.cfg, logger: s.logger, logstore: sub.topic, shard: info.ID,
+		cursor: start, endCursor: end, skip: skip,
+		tracker: tr, budget: newPrefetchBudget(s.cfg.PrefetchBytes),
+		readOnly: func() bool {
+			cur, ok := sub.shardInfo(info.ID)
+			return ok && cur.ReadOnly
+		},
+	}
+	return &shardState{id: info.ID, reader: r, tracker: tr, committed: -1}, nil
+}
+
+// runWorker reads one shard until it ends or ctx ends, then commits its
+// final checkpoint.
+func (sub *subscription) runWorker(ctx context.Context, w *shardWorker, st *shardState) {
+	s := sub.s
+	fields := watermill.LogFields{"logstore": sub.topic, "shard": w.info.ID}
+	if st == nil {
+		var err error
+		st, err = sub.openWithRetry(ctx, w.info)
+		if err != nil {
+			w.gone = isShardGone(err)
+			if !w.gone && ctx.Err() == nil {
+				w.err = err
+				s.fail("SLS shard stopped: cannot open it", err, fields)
+			}
+			return
+		}
+	}
+	w.st.Store(st)
+	s.logger.Debug("SLS shard reading", fields)
+
+	batches := make(chan fetchedBatch, 1)
+	st.reader.out = batches
+	readerDone := make(chan error, 1)
+	go func() { readerDone <- st.reader.run(ctx) }()
+	d := delivery{sub: sub, st: st, results: make(chan ackResult, s.cfg.MaxInFlight)}
+	d.run(ctx, batches)
+	w.cancel() // stops the reader and the ack watchers
+	for range batches {
+		// wait for the reader to end
+	}
+	d.watchers.Wait()
+	readErr := <-readerDone
+
+	atEnd := errors.Is(readErr, errShardEnd) && st.tracker.drained()
+	commitErr := sub.commitShard(st)
+	if commitErr != nil {
+		s.fail("SLS consumer-group checkpoint commit failed", commitErr, fields)
+	}
+	switch {
+	case atEnd:
+		info, _ := sub.shardInfo(w.info.ID)
+		if info.ReadOnly && commitErr == nil && sub.reachedEnd(st) {
+			w.finished = true
+			s.logger.Debug("SLS readonly shard finished", fields)
+		} else {
+			w.ended = true
+		}
+	case readErr != nil && !errors.Is(readErr, errShardEnd):
+		if isShardGone(readErr) {
+			w.gone = true
+			s.logger.Info("SLS shard is gone", fields)
+			break
+		}
+		w.err = readErr
+		s.fail("SLS shard stopped: fetch failed", readErr, fields)
+	case d.failed:
+		w.err = errors.New("delivery failed")
+	}
+}
+
+// reachedEnd reports whether st was read and acked to the end of its
+// (readonly) shard.
+func (sub *subscription) reachedEnd(st *shardState) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), sub.s.cfg.RequestTimeout)
+	defer cancel()
+	end, err := st.reader.shardEnd(ctx)
+	return err == nil && st.tracker.committed() >= end
+}
+
+// openWithRetry opens a shard, retrying retryable errors until ctx ends.
+func (sub *subscription) openWithRetry(ctx context.Context, info ShardInfo) (*shardState, error) {
+	pause := sub.s.cfg.FetchInterval
+	for {
+		st, err := sub.openShard(ctx, info)
+		if err == nil || !IsRetryable(err) || ctx.Err() != nil {
+			return st, err
+		}
+		if !sleepCtx(ctx, jittered(pause)) {
+			return nil, ctx.Err()
+		}
+		pause = min(pause*2, sub.s.cfg.MaxFetchInterval)
+	}
+}
+
+// isShardGone reports an error saying the shard does not exist (expired,
+// or the logstore's shards changed under us).
+func isShardGone(err error) bool {
+	var se *Error
+	return errors.As(err, &se) && (se.Code == CodeShardNotExist || se.Code == codeShardNotExistCG)
+}
+
+// commitLoop commits consumer-group checkpoints every CommitInterval until
+// stop closes. Workers commit their own final checkpoints.
+func (sub *subscription) commitLoop(stop <-chan struct{}) {
+	if sub.s.cfg.ConsumerGroup == "" {
+		<-stop
+		return
+	}
+	t := time.NewTicker(sub.s.cfg.CommitInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+		case <-stop:
+			return
+		}
+		sub.mu.Lock()
+		states := make([]*shardState, 0, len(sub.workers))
+		for _, w := range sub.workers {
+			if st := w.st.Load(); st != nil {
+				states = append(states, st)
+			}
+		}
+		sub.mu.Unlock()
+		for _, st := range states {
+			if err := sub.commitShard(st); err != nil {
+				sub.s.logger.Error("SLS consumer-group checkpoint commit failed, will retry", err, sub.fields(st))
+			}
+		}
+	}
+}
+
+// commitShard writes st's checkpoint when its committed position moved.
+// In consumer-group mode SLS refuses it unless this process holds the
+// shard. It uses its own timeout, not the subscription's context, so the
+// final commit runs after the subscription was cancelled.
+func (sub *subscription) commitShard(st *shardState) error {
+	s := sub.s
+	if s.cfg.ConsumerGroup == "" {
+		return nil
+	}
+	st.commitMu.Lock()
+	defer st.commitMu.Unlock()
+	v := st.tracker.committed()
+	if v == st.committed {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RequestTimeout)
+	defer cancel()
+	force := sub.mode != AssignConsumerGroup
+	err := s.api.updateCheckpoint(ctx, sub.topic, s.cfg.ConsumerGroup, s.cfg.ConsumerName, st.id, cursorFromInt64(v), force)
+	if err != nil {
+		return err
+	}
+	st.committed = v
+	return nil
+}
+
+func (sub *subscription) fields(st *shardState) watermill.LogFields {
+	return watermill.LogFields{"logstore": sub.topic, "shard": st.id}
+}
+
+// startCursor resolves where a shard is read from: the PositionStore, then
+// the consumer-group checkpoint, then StartPosition. skip is the number of
+// logs of the first group already applied.
+func (s *Subscriber) startCursor(ctx context.Context, topic string, shard int, checkpoints map[int]string) (cursor int64, skip int, err error) {
+	if s.cfg.PositionStore != nil {
+		pos, ok, err := s.cfg.PositionStore.LoadPosition(ctx, topic, shard)
+		if err != nil {
+			return 0, 0, err
+		}
+		if ok {
+			v, err := pos.CursorValue()
+			return v, pos.Index + 1, err
+		}
+	}
+	if cp, ok := checkpoints[shard]; ok {
+		if v, ok := cursorToInt64(cp); ok {
+			return v, 0, nil
+		}
+		return 0, 0, fmt.Errorf("invalid consumer-group checkpoint %q", cp)
+	}
+	from := "begin"
+	switch s.cfg.StartPosition.Kind {
+	case StartEnd:
+		from = "end"
+	case StartTime:
+		from = strconv.FormatInt(s.cfg.StartPosition.Time.Unix(), 10)
+	}
+	c, err := s.api.getCursor(ctx, topic, shard, from)
+	if err != nil {
+		return 0, 0, err
+	}
+	v, ok := cursorToInt64(c)
+	if !ok {
+		return 0, 0, fmt.Errorf("invalid cursor %q", c)
+	}
+	return v, 0, nil
+}
+
+// stopCursor returns the shard's end cursor for a bounded subscription, ""
+// for an unbounded one.
+func (s *Subscriber) stopCursor(ctx context.Context, topic string, shard int) (string, error) {
+	switch s.cfg.StopPosition.Kind {
+	case StopEnd:
+		return s.api.getCursor(ctx, topic, shard, "end")
+	case StopTime:
+		return s.api.getCursor(ctx, topic, shard, strconv.FormatInt(s.cfg.StopPosition.Time.Unix(), 10))
+	}
+	return "", nil
+}
