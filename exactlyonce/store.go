@@ -188,7 +188,6 @@ func (s *Store) Positions(ctx context.Context, consumer, stream string) (map[int
 	return out, nil
 }
 
-
 // advanceSQL inserts or moves a position forward. The WHERE on the row value makes a position that is not
 // after the stored one a no-op (0 rows): positions never move backward, whatever the caller does. Under READ
 // COMMITTED, a concurrent transaction advancing the same row makes this statement wait for it and then
@@ -218,4 +217,3 @@ func (s *Store) Reset(ctx context.Context, consumer, stream string) error {
 	}
 	return nil
 }
-
