@@ -272,6 +272,8 @@ func (h *BatchHandler) runPartition(ctx context.Context, tx pgx.Tx, p []*batchRe
 		nApplied int
 		failed   *Position
 	)
+	// A message failed in an earlier batch blocks the partition until it is applied, possibly in this batch.
+	block, blocked := h.blocks.get(p[0].pos.key())
 	for _, r := range p {
 		switch {
 		case failed != nil:
@@ -280,8 +282,8 @@ func (h *BatchHandler) runPartition(ctx context.Context, tx pgx.Tx, p []*batchRe
 		case ok && !r.pos.After(stored), nApplied > 0 && !r.pos.After(applied):
 			continue // applied before, or a duplicate in the batch: skip
 		}
-		if err := h.blocks.check(r.pos); err != nil {
-			results[r] = err
+		if blocked && r.pos.After(block) && (nApplied == 0 || block.After(applied)) {
+			results[r] = fmt.Errorf("message at %s: %w (failed at %s)", r.pos, ErrPartitionBlocked, block)
 			failed = &r.pos
 			continue
 		}

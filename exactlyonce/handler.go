@@ -92,6 +92,14 @@ func (b *blocks) check(pos Position) error {
 	return nil
 }
 
+// get returns the partition's failed position, if any.
+func (b *blocks) get(k partitionKey) (Position, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	f, ok := b.m[k]
+	return f, ok
+}
+
 // failed records that the message at pos was not applied.
 func (b *blocks) failed(pos Position) {
 	b.mu.Lock()
