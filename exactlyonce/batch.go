@@ -249,9 +249,31 @@ func (h *BatchHandler) run(ctx context.Context, parts [][]*batchRequest, results
 		return fmt.Errorf("exactlyonce: begin batch: %w", err)
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // after Commit it is a no-op
+	keys := make([]partitionKey, len(parts))
+	for i, p := range parts {
+		keys[i] = p[0].pos.key()
+	}
+	stored, err := h.store.lockAll(ctx, tx, h.cfg.Consumer, keys)
+	if err != nil {
+		return err
+	}
+	var advance []Position
 	for _, p := range parts {
-		if err := h.runPartition(ctx, tx, p, results); err != nil {
+		last, ok, err := h.runPartition(ctx, tx, p, stored, results)
+		if err != nil {
 			return err
+		}
+		if ok {
+			advance = append(advance, last)
+		}
+	}
+	if len(advance) > 0 {
+		moved, err := h.store.advanceAll(ctx, tx, h.cfg.Consumer, advance)
+		if err != nil {
+			return err
+		}
+		if moved != len(advance) {
+			return fmt.Errorf("batch: %w", ErrPositionConflict)
 		}
 	}
 	if err := tx.Commit(ctx); err != nil {
@@ -260,13 +282,11 @@ func (h *BatchHandler) run(ctx context.Context, parts [][]*batchRequest, results
 	return nil
 }
 
-// runPartition applies the requests of one partition (sorted by position) and stores the position of the
-// last one applied. A returned error fails the whole batch.
-func (h *BatchHandler) runPartition(ctx context.Context, tx pgx.Tx, p []*batchRequest, results map[*batchRequest]error) error {
-	stored, ok, err := h.store.lock(ctx, tx, h.cfg.Consumer, p[0].pos)
-	if err != nil {
-		return err
-	}
+// runPartition applies the requests of one partition (sorted by position) and returns the position of the
+// last one applied (ok=false when none was). A returned error fails the whole batch.
+func (h *BatchHandler) runPartition(ctx context.Context, tx pgx.Tx, p []*batchRequest, storedPositions map[partitionKey]Position,
+	results map[*batchRequest]error) (last Position, ok bool, err error) {
+	stored, hasStored := storedPositions[p[0].pos.key()]
 	var (
 		applied  Position
 		nApplied int
@@ -279,7 +299,7 @@ func (h *BatchHandler) runPartition(ctx context.Context, tx pgx.Tx, p []*batchRe
 		case failed != nil:
 			results[r] = fmt.Errorf("message at %s: %w (failed at %s in the same batch)", r.pos, ErrPartitionBlocked, *failed)
 			continue
-		case ok && !r.pos.After(stored), nApplied > 0 && !r.pos.After(applied):
+		case hasStored && !r.pos.After(stored), nApplied > 0 && !r.pos.After(applied):
 			continue // applied before, or a duplicate in the batch: skip
 		}
 		if blocked && r.pos.After(block) && (nApplied == 0 || block.After(applied)) {
@@ -289,7 +309,7 @@ func (h *BatchHandler) runPartition(ctx context.Context, tx pgx.Tx, p []*batchRe
 		}
 		herr, err := h.applyOne(ctx, tx, r)
 		if err != nil {
-			return err
+			return Position{}, false, err
 		}
 		if herr != nil {
 			results[r] = herr
@@ -298,36 +318,23 @@ func (h *BatchHandler) runPartition(ctx context.Context, tx pgx.Tx, p []*batchRe
 		}
 		applied, nApplied = r.pos, nApplied+1
 	}
-	if nApplied == 0 {
-		return nil
-	}
-	moved, err := h.store.Advance(ctx, tx, h.cfg.Consumer, applied)
-	if err != nil {
-		return err
-	}
-	if !moved {
-		return fmt.Errorf("batch at %s: %w", applied, ErrPositionConflict)
-	}
-	return nil
+	return applied, nApplied > 0, nil
 }
 
 // applyOne runs the HandlerFunc for r inside a savepoint. herr is the HandlerFunc's error (its savepoint rolled
 // back); err is a database error that leaves the transaction unusable.
+//
+// Savepoints are not released: a successful message's savepoint simply stays below the next one (ROLLBACK TO
+// goes to the most recent savepoint of the name), which saves a round trip per message.
 func (h *BatchHandler) applyOne(ctx context.Context, tx pgx.Tx, r *batchRequest) (herr, err error) {
 	if _, err := tx.Exec(ctx, "SAVEPOINT exactlyonce_msg"); err != nil {
 		return nil, fmt.Errorf("exactlyonce: savepoint: %w", err)
 	}
 	if herr = h.fn(ctx, tx, r.msg); herr == nil {
-		if _, err := tx.Exec(ctx, "RELEASE SAVEPOINT exactlyonce_msg"); err != nil {
-			return nil, fmt.Errorf("exactlyonce: release savepoint after message at %s: %w", r.pos, err)
-		}
 		return nil, nil
 	}
 	if _, err := tx.Exec(ctx, "ROLLBACK TO SAVEPOINT exactlyonce_msg"); err != nil {
 		return nil, fmt.Errorf("exactlyonce: roll back message at %s: %w (handler error: %w)", r.pos, err, herr)
-	}
-	if _, err := tx.Exec(ctx, "RELEASE SAVEPOINT exactlyonce_msg"); err != nil {
-		return nil, fmt.Errorf("exactlyonce: release savepoint after message at %s: %w", r.pos, err)
 	}
 	return herr, nil
 }

@@ -329,6 +329,10 @@ func slsChildSubscriber(t *testing.T, store *exactlyonce.Store) message.Subscrib
 func kafkaChildSubscriber(t *testing.T, store *exactlyonce.Store) message.Subscriber {
 	cfg := kafka.DefaultSaramaSubscriberConfig()
 	cfg.Consumer.Offsets.Initial = sarama.OffsetOldest
+	// Static membership: a restarted child takes over its predecessor's partitions at once instead of waiting
+	// for the killed member's session to time out.
+	cfg.Version = sarama.V2_3_0_0
+	cfg.Consumer.Group.InstanceId = "crash-child"
 	sub, err := kafka.NewSubscriber(kafka.SubscriberConfig{
 		Brokers:               strings.Split(os.Getenv(crashSourceEnv), ","),
 		ConsumerGroup:         "crash-sink",

@@ -217,3 +217,53 @@ func (s *Store) Reset(ctx context.Context, consumer, stream string) error {
 	}
 	return nil
 }
+
+// lockAll reads the stored positions of keys in tx and locks their rows until tx ends, in key order (callers
+// pass keys sorted, so that concurrent batches do not deadlock). Partitions without a row are absent.
+func (s *Store) lockAll(ctx context.Context, tx pgx.Tx, consumer string, keys []partitionKey) (map[partitionKey]Position, error) {
+	streams := make([]string, len(keys))
+	partitions := make([]int32, len(keys))
+	for i, k := range keys {
+		streams[i], partitions[i] = k.stream, k.partition
+	}
+	rows, err := tx.Query(ctx, `SELECT p.stream, p.partition, p."offset", p."index" FROM `+s.table+` p
+JOIN unnest($2::text[], $3::integer[]) AS k(stream, partition) ON (p.stream, p.partition) = (k.stream, k.partition)
+WHERE p.consumer = $1 ORDER BY p.stream, p.partition FOR UPDATE OF p`, consumer, streams, partitions)
+	if err != nil {
+		return nil, fmt.Errorf("exactlyonce: lock positions of %q: %w", consumer, err)
+	}
+	out := make(map[partitionKey]Position, len(keys))
+	var p Position
+	_, err = pgx.ForEachRow(rows, []any{&p.Stream, &p.Partition, &p.Offset, &p.Index}, func() error {
+		out[p.key()] = p
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("exactlyonce: lock positions of %q: %w", consumer, err)
+	}
+	return out, nil
+}
+
+// advanceAllSQL is advanceSQL for many partitions in one statement.
+const advanceAllSQL = `INSERT INTO %[1]s AS p (consumer, stream, partition, "offset", "index")
+SELECT $1, k.stream, k.partition, k."offset", k."index" FROM unnest($2::text[], $3::integer[], $4::bigint[], $5::integer[])
+AS k(stream, partition, "offset", "index")
+ON CONFLICT (consumer, stream, partition) DO UPDATE
+SET "offset" = EXCLUDED."offset", "index" = EXCLUDED."index", updated_at = now()
+WHERE (p."offset", p."index") < (EXCLUDED."offset", EXCLUDED."index")`
+
+// advanceAll is Advance for positions of distinct partitions; it returns how many moved.
+func (s *Store) advanceAll(ctx context.Context, tx pgx.Tx, consumer string, ps []Position) (int, error) {
+	streams := make([]string, len(ps))
+	partitions := make([]int32, len(ps))
+	offsets := make([]int64, len(ps))
+	indexes := make([]int32, len(ps))
+	for i, p := range ps {
+		streams[i], partitions[i], offsets[i], indexes[i] = p.Stream, p.Partition, p.Offset, p.Index
+	}
+	tag, err := tx.Exec(ctx, fmt.Sprintf(advanceAllSQL, s.table), consumer, streams, partitions, offsets, indexes)
+	if err != nil {
+		return 0, fmt.Errorf("exactlyonce: store positions of %q: %w", consumer, err)
+	}
+	return int(tag.RowsAffected()), nil
+}
