@@ -140,10 +140,21 @@ func (h *BatchHandler) Handle(msg *message.Message) error {
 		return err
 	}
 	r := &batchRequest{msg: msg, pos: pos, res: make(chan error, 1)}
+	t := ticketFrom(msg)
+	if t != nil {
+		t.handled.Store(true)
+		if err := t.gate.wait(msg.Context(), t.closed, h.closing, t.seq); err != nil {
+			return err
+		}
+	}
 	select {
 	case h.in <- r:
 	case <-h.closing:
 		return ErrClosed
+	}
+	if t != nil {
+		// The next message of the partition may join now: it lands in this batch or a later one.
+		t.gate.pass(t.seq)
 	}
 	// The loop answers every request it took, also when closing, within its batch Timeout.
 	return <-r.res

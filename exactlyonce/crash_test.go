@@ -42,11 +42,13 @@ const (
 	crashProject    = "eo-crash"
 	crashStream     = "src"
 	crashPartitions = 8
+	// slsCrashInFlight is the SLS child's MaxInFlight: several logs of a shard share a batch.
+	slsCrashInFlight = 4
 )
 
 func TestCrashSLSToPostgres(t *testing.T) {
 	if os.Getenv(crashRoleEnv) == "sls" {
-		crashChild(t, slsChildSubscriber, exactlyonce.SLSPosition)
+		crashChild(t, slsChildSubscriber, exactlyonce.SLSPosition, slsCrashInFlight)
 		return
 	}
 	n := testutil.SoakOr(20_000, 1_000_000)
@@ -69,7 +71,7 @@ func TestCrashSLSToPostgres(t *testing.T) {
 
 func TestCrashKafkaToPostgres(t *testing.T) {
 	if os.Getenv(crashRoleEnv) == "kafka" {
-		crashChild(t, kafkaChildSubscriber, exactlyonce.KafkaPosition)
+		crashChild(t, kafkaChildSubscriber, exactlyonce.KafkaPosition, 1)
 		return
 	}
 	n := testutil.SoakOr(20_000, 1_000_000)
@@ -264,7 +266,7 @@ func runCrashLoop(t *testing.T, pool *pgxpool.Pool, n, kills int, env ...string)
 }
 
 // crashChild is the consumer process: it runs until it is killed.
-func crashChild(t *testing.T, newSub func(t *testing.T, store *exactlyonce.Store) message.Subscriber, position exactlyonce.PositionFunc) {
+func crashChild(t *testing.T, newSub func(t *testing.T, store *exactlyonce.Store) message.Subscriber, position exactlyonce.PositionFunc, inFlight int) {
 	ctx := context.Background()
 	pool, err := pgxpool.New(ctx, os.Getenv(crashDBEnv))
 	if err != nil {
@@ -273,8 +275,8 @@ func crashChild(t *testing.T, newSub func(t *testing.T, store *exactlyonce.Store
 	store := crashStore(t, pool)
 	h, err := exactlyonce.NewBatchHandler(store, exactlyonce.BatchConfig{
 		HandlerConfig: exactlyonce.HandlerConfig{Consumer: crashConsumer, Position: position},
-		// One unacked message per partition: a batch is full with one message of each.
-		MaxBatch: crashPartitions,
+		// A batch is full with every unacked message of every partition.
+		MaxBatch: crashPartitions * inFlight,
 	}, crashInsert)
 	if err != nil {
 		t.Fatal(err)
@@ -283,7 +285,8 @@ func crashChild(t *testing.T, newSub func(t *testing.T, store *exactlyonce.Store
 	if err != nil {
 		t.Fatal(err)
 	}
-	router.AddConsumerHandler("crash-sink", crashStream, newSub(t, store), h.Handle)
+	// The wrapper keeps each partition in delivery order when several of its messages are in flight.
+	router.AddConsumerHandler("crash-sink", crashStream, h.Subscriber(newSub(t, store)), h.Handle)
 	err = router.Run(ctx)
 	t.Fatalf("router stopped: %v", err)
 }
@@ -318,6 +321,7 @@ func slsChildSubscriber(t *testing.T, store *exactlyonce.Store) message.Subscrib
 		},
 		FetchInterval:    5 * time.Millisecond,
 		MaxFetchInterval: 50 * time.Millisecond,
+		MaxInFlight:      slsCrashInFlight,
 		PositionStore:    store.SubscriberPositions(crashConsumer),
 	}, nil)
 	if err != nil {

@@ -158,10 +158,17 @@ func (h *MessageHandler) Handle(msg *message.Message) error {
 	if err != nil {
 		return err
 	}
+	ctx := msg.Context()
+	if t := ticketFrom(msg); t != nil {
+		t.handled.Store(true)
+		if err := t.gate.wait(ctx, t.closed, nil, t.seq); err != nil {
+			return err
+		}
+		defer t.gate.pass(t.seq)
+	}
 	if err := h.blocks.check(pos); err != nil {
 		return err
 	}
-	ctx := msg.Context()
 	err = pgx.BeginFunc(ctx, h.store.pool, func(tx pgx.Tx) error {
 		stored, ok, err := h.store.lock(ctx, tx, h.cfg.Consumer, pos)
 		if err != nil {
