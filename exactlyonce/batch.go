@@ -72,7 +72,9 @@ func (c BatchConfig) Validate() error {
 // after its first message arrived, and every Handle call returns (the router acks) only after the batch's
 // commit.
 //
-// In a batch, the messages of each partition are applied in position order, each inside a savepoint. A message
+// In a batch, the messages of each partition are applied in position order. A batch first runs without
+// savepoints; when a message fails, its transaction is rolled back and the batch runs again with each message
+// inside a savepoint (so a HandlerFunc may run more than once for a message; only one run ever commits). A message
 // at or before the stored position (or a duplicate in the batch) is skipped: acked without calling the
 // HandlerFunc. When the HandlerFunc fails for a message, its savepoint is rolled back and its Handle call
 // returns the error; every later message of the same partition in the batch fails with ErrPartitionBlocked
@@ -207,7 +209,13 @@ func (h *BatchHandler) apply(batch []*batchRequest) {
 	defer cancel()
 	parts := groupByPartition(batch)
 	results := make(map[*batchRequest]error, len(batch))
-	err := h.run(ctx, parts, results)
+	// First without savepoints (one round trip less per message); when a message fails, the transaction is
+	// rolled back and the batch runs again with a savepoint around each message.
+	err := h.run(ctx, parts, results, false)
+	if errors.Is(err, errUseSavepoints) {
+		clear(results)
+		err = h.run(ctx, parts, results, true)
+	}
 	if err != nil {
 		// Nothing of the batch committed: every message fails, and each partition is blocked at its first
 		// message of the batch until that one is applied.
@@ -252,9 +260,13 @@ func groupByPartition(batch []*batchRequest) [][]*batchRequest {
 	return out
 }
 
+// errUseSavepoints rolls back a batch run without savepoints in which a message failed.
+var errUseSavepoints = errors.New("exactlyonce: a message failed; run the batch with savepoints")
+
 // run applies the batch in one transaction. It returns an error when the batch as a whole failed (nothing
-// committed); otherwise results holds each message's own outcome.
-func (h *BatchHandler) run(ctx context.Context, parts [][]*batchRequest, results map[*batchRequest]error) error {
+// committed); otherwise results holds each message's own outcome. Without savepoints, a failing message fails
+// the run with errUseSavepoints.
+func (h *BatchHandler) run(ctx context.Context, parts [][]*batchRequest, results map[*batchRequest]error, savepoints bool) error {
 	tx, err := h.store.pool.Begin(ctx)
 	if err != nil {
 		return fmt.Errorf("exactlyonce: begin batch: %w", err)
@@ -270,7 +282,7 @@ func (h *BatchHandler) run(ctx context.Context, parts [][]*batchRequest, results
 	}
 	var advance []Position
 	for _, p := range parts {
-		last, ok, err := h.runPartition(ctx, tx, p, stored, results)
+		last, ok, err := h.runPartition(ctx, tx, p, stored, results, savepoints)
 		if err != nil {
 			return err
 		}
@@ -296,7 +308,7 @@ func (h *BatchHandler) run(ctx context.Context, parts [][]*batchRequest, results
 // runPartition applies the requests of one partition (sorted by position) and returns the position of the
 // last one applied (ok=false when none was). A returned error fails the whole batch.
 func (h *BatchHandler) runPartition(ctx context.Context, tx pgx.Tx, p []*batchRequest, storedPositions map[partitionKey]Position,
-	results map[*batchRequest]error) (last Position, ok bool, err error) {
+	results map[*batchRequest]error, savepoints bool) (last Position, ok bool, err error) {
 	stored, hasStored := storedPositions[p[0].pos.key()]
 	var (
 		applied  Position
@@ -316,6 +328,13 @@ func (h *BatchHandler) runPartition(ctx context.Context, tx pgx.Tx, p []*batchRe
 		if blocked && r.pos.After(block) && (nApplied == 0 || block.After(applied)) {
 			results[r] = fmt.Errorf("message at %s: %w (failed at %s)", r.pos, ErrPartitionBlocked, block)
 			failed = &r.pos
+			continue
+		}
+		if !savepoints {
+			if err := h.fn(ctx, tx, r.msg); err != nil {
+				return Position{}, false, errUseSavepoints
+			}
+			applied, nApplied = r.pos, nApplied+1
 			continue
 		}
 		herr, err := h.applyOne(ctx, tx, r)
