@@ -87,8 +87,8 @@ func (c BatchConfig) Validate() error {
 //
 // Order within a partition is as for MessageHandler: a message whose earlier message of the partition failed
 // is refused with ErrPartitionBlocked until the failed message is redelivered and applied. With MaxInFlight
-// above 1, a message must not reach Handle before an earlier message of its partition that has not settled:
-// see the package documentation.
+// above 1, wrap the subscriber with Subscriber so that each partition's messages join batches in delivery
+// order (see the package documentation).
 //
 // The HandlerFunc runs on the batch's goroutine, one message at a time, with a context that ends with the
 // batch's Timeout or Close. Close ends the handler; it is safe for concurrent use.

@@ -128,10 +128,11 @@ func (b *blocks) settled(pos Position) {
 // only after the commit. A HandlerFunc error or a failed commit rolls back and returns the error (the router
 // nacks). Simple and with the lowest latency; see BatchHandler for throughput.
 //
-// Order: the MessageHandler stores a message's position only when no earlier message of the partition is
-// still being applied or failed; with a subscriber that has at most one unacked message per partition
-// (watermill-kafka; slspubsub with MaxInFlight 1, the default) that always holds. A message after a failed one
-// is refused with ErrPartitionBlocked until the failed one is redelivered and applied.
+// Order: a message after a failed one of its partition is refused with ErrPartitionBlocked until the failed
+// one is redelivered and applied. With a subscriber that has at most one unacked message per partition
+// (watermill-kafka; slspubsub with MaxInFlight 1, the default) nothing more is needed; with more, wrap the
+// subscriber with Subscriber so that each partition's messages are applied one after the other in delivery
+// order (see the package documentation).
 //
 // It is safe for concurrent use by the router's goroutines.
 type MessageHandler struct {
