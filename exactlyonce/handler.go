@@ -61,12 +61,20 @@ func (c HandlerConfig) Validate() error {
 
 // position extracts the position of msg per c.
 func (c HandlerConfig) position(msg *message.Message) (Position, error) {
+	return c.positionOr(msg, "")
+}
+
+// positionOr is position with a stream name for positions that have none (and no Stream override).
+func (c HandlerConfig) positionOr(msg *message.Message, stream string) (Position, error) {
 	pos, err := c.Position(msg)
 	if err != nil {
 		return Position{}, err
 	}
 	if c.Stream != "" {
 		pos.Stream = c.Stream
+	}
+	if pos.Stream == "" {
+		pos.Stream = stream
 	}
 	if pos.Stream == "" {
 		return Position{}, fmt.Errorf("exactlyonce: message %s: position has no stream (outside a router? set HandlerConfig.Stream)", msg.UUID)

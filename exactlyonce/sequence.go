@@ -130,12 +130,9 @@ func (s *sequencedSubscriber) forward(ctx context.Context, topic string, in <-ch
 	defer close(out)
 	gates := map[partitionKey]*partitionGate{}
 	for msg := range in {
-		cfg := s.cfg
-		if cfg.Stream == "" {
-			cfg.Stream = topic
-		}
-		// A message without a position goes on unnumbered; the handler fails it with the same error.
-		if pos, err := cfg.position(msg); err == nil {
+		// A message without a position goes on unnumbered; the handler fails it with the same error. The
+		// router gives SLSPosition and KafkaPosition the subscribed topic only later: fall back to it here.
+		if pos, err := s.cfg.positionOr(msg, topic); err == nil {
 			g := gates[pos.key()]
 			if g == nil {
 				g = newPartitionGate()
