@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -189,4 +190,61 @@ func TestSubscriberWrapperBlocksBehindMiddlewareNack(t *testing.T) {
 		}
 	}
 	runOrdered(t, store, h.Subscriber(orderingSetup(t, store)), refuseOnce, h.Handle)
+}
+
+// A message waiting behind an earlier one of its partition is released with ErrClosed when the wrapper
+// closes, and the wrapper leaves no goroutine behind.
+func TestSubscriberWrapperCloseReleasesWaiters(t *testing.T) {
+	store, _ := newStore(t)
+	sub := orderingSetup(t, store)
+	h, err := exactlyonce.NewBatchHandler(store, exactlyonce.BatchConfig{
+		HandlerConfig: exactlyonce.HandlerConfig{Consumer: "c", Position: exactlyonce.SLSPositionOf("ordered")},
+		MaxWait:       time.Millisecond,
+	}, insertLogID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrapped := h.Subscriber(sub)
+	ch, err := wrapped.Subscribe(context.Background(), "ordered")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Take messages until log 1 of some shard arrives; hand only that one to the handler: it must wait for
+	// log 0 of its shard, which nobody handles.
+	var second *message.Message
+	for second == nil {
+		select {
+		case m := <-ch:
+			if m.Metadata.Get(slspubsub.MetadataIndex) == "1" {
+				second = m
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatal("no log 1 delivered")
+		}
+	}
+	res := make(chan error, 1)
+	go func() { res <- h.Handle(second) }()
+	select {
+	case err := <-res:
+		t.Fatalf("log 1 was handled (%v) while log 0 of its shard was neither handled nor settled", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	if err := wrapped.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if err := waitResult(t, res); !errors.Is(err, exactlyonce.ErrClosed) {
+		t.Errorf("waiting Handle = %v, want ErrClosed", err)
+	}
+	if err := h.Close(); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Poll(t, 10*time.Second, "the wrapper's goroutines to end", func() (bool, string) {
+		var left []string
+		for _, g := range testutil.GoroutineStacks() {
+			if strings.Contains(g, "watermill-sls/exactlyonce.(") {
+				left = append(left, g)
+			}
+		}
+		return len(left) == 0, strings.Join(left, "\n\n")
+	})
 }
