@@ -1,6 +1,7 @@
 package exactlyonce_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"runtime"
@@ -8,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/jackc/pgx/v5"
 	"github.com/watermill-sls/watermill-sls/exactlyonce"
 	"github.com/watermill-sls/watermill-sls/internal/testutil"
 )
@@ -252,4 +254,65 @@ func TestBatchHandlerCloseAnswersWaiting(t *testing.T) {
 	testutil.Poll(t, 10*time.Second, "goroutines to end", func() (bool, string) {
 		return runtime.NumGoroutine() <= before, "goroutines still running"
 	})
+}
+
+// Two processes applying the same partitions at once (a rebalance) apply each message once: the position rows
+// are locked, and the forward-only upsert makes a batch that lost the race fail with ErrPositionConflict.
+func TestBatchHandlerConcurrentConsumers(t *testing.T) {
+	store, pool := newStore(t)
+	// In round 0 no position row exists yet, so nothing is locked: both transactions insert their sink rows
+	// before either stores its positions (each waits, up to 2 s, for the other to get there).
+	arrived := make(chan struct{}, 2)
+	fn := func(ctx context.Context, tx pgx.Tx, msg *message.Message) error {
+		if err := insertSink(ctx, tx, msg); err != nil {
+			return err
+		}
+		if msg.Metadata.Get("o") == "0" && msg.Metadata.Get("p") == "3" {
+			select {
+			case arrived <- struct{}{}:
+			default: // a redelivery: the barrier is over
+			}
+			deadline := time.After(2 * time.Second)
+			for len(arrived) < 2 {
+				select {
+				case <-deadline:
+					return nil
+				case <-time.After(time.Millisecond):
+				}
+			}
+		}
+		return nil
+	}
+	a := newBatchHandler(t, store, 4, fn)
+	b := newBatchHandler(t, store, 4, fn)
+	for round := range int64(5) {
+		msgs := []*message.Message{testMsg(0, round), testMsg(1, round), testMsg(2, round), testMsg(3, round)}
+		var resA, resB []error
+		done := make(chan struct{})
+		go func() { resA = handleBatch(t, a, msgs...); close(done) }()
+		resB = handleBatch(t, b, msgs...)
+		<-done
+		for i, err := range append(resA, resB...) {
+			if err != nil && !errors.Is(err, exactlyonce.ErrPositionConflict) {
+				t.Errorf("round %d, message %d: %v", round, i, err)
+			}
+		}
+		// Whatever failed is redelivered: then it is skipped or applied, once.
+		for _, h := range []*exactlyonce.BatchHandler{a, b} {
+			for i, err := range handleBatch(t, h, msgs...) {
+				if err != nil {
+					t.Errorf("round %d, redelivered message %d: %v", round, i, err)
+				}
+			}
+		}
+	}
+	rows := sinkCounts(t, pool)
+	if len(rows) != 20 {
+		t.Errorf("sink holds %d distinct messages, want 20", len(rows))
+	}
+	for id, n := range rows {
+		if n != 1 {
+			t.Errorf("sink holds %s %d times", id, n)
+		}
+	}
 }
