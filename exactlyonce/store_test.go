@@ -178,3 +178,15 @@ func TestSubscriberPositionsCursorRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+// A database migrated by a newer version of the library is refused rather than used with an unknown schema.
+func TestStoreMigrateRefusesNewerSchema(t *testing.T) {
+	store, pool := newStore(t)
+	ctx := context.Background()
+	if _, err := pool.Exec(ctx, `INSERT INTO watermill_sls_positions_migrations (version) VALUES (99)`); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.Migrate(ctx); err == nil || !strings.Contains(err.Error(), "99") {
+		t.Errorf("Migrate over schema version 99 = %v, want an error naming it", err)
+	}
+}
