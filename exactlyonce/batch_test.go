@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -208,7 +208,6 @@ func TestBatchHandlerCommitFailureBlocksPartitions(t *testing.T) {
 // Close answers every waiting Handle call, later calls get ErrClosed, and no goroutine is left behind.
 func TestBatchHandlerCloseAnswersWaiting(t *testing.T) {
 	store, pool := newStore(t)
-	before := runtime.NumGoroutine()
 	sink := newScriptedSink()
 	h, err := exactlyonce.NewBatchHandler(store, exactlyonce.BatchConfig{
 		HandlerConfig: exactlyonce.HandlerConfig{Consumer: "c", Position: testPosition},
@@ -223,9 +222,10 @@ func TestBatchHandlerCloseAnswersWaiting(t *testing.T) {
 		chans[i] = make(chan error, 1)
 		go func() { chans[i] <- h.Handle(testMsg(i, 1)) }()
 	}
-	// The handler function runs only when the batch is applied; until then the callers are parked.
+	// The handler function runs only when the batch is applied; until then the callers wait in Handle.
 	testutil.Poll(t, 10*time.Second, "3 messages waiting in the batch", func() (bool, string) {
-		return runtime.NumGoroutine() >= before+4, "waiting"
+		n := len(packageGoroutines("exactlyonce.(*BatchHandler).Handle"))
+		return n == 3, fmt.Sprintf("%d Handle calls waiting", n)
 	})
 	if err := h.Close(); err != nil {
 		t.Fatal(err)
@@ -251,8 +251,9 @@ func TestBatchHandlerCloseAnswersWaiting(t *testing.T) {
 			t.Errorf("message %s: Handle returned %v, sink holds it %d times", id, err, rows[id])
 		}
 	}
-	testutil.Poll(t, 10*time.Second, "goroutines to end", func() (bool, string) {
-		return runtime.NumGoroutine() <= before, "goroutines still running"
+	testutil.Poll(t, 10*time.Second, "the handler's goroutines to end", func() (bool, string) {
+		left := packageGoroutines("watermill-sls/exactlyonce.(")
+		return len(left) == 0, strings.Join(left, "\n\n")
 	})
 }
 
@@ -315,4 +316,15 @@ func TestBatchHandlerConcurrentConsumers(t *testing.T) {
 			t.Errorf("sink holds %s %d times", id, n)
 		}
 	}
+}
+
+// packageGoroutines returns the stacks of the goroutines running a function whose name contains fn.
+func packageGoroutines(fn string) []string {
+	var out []string
+	for _, g := range testutil.GoroutineStacks() {
+		if strings.Contains(g, fn) {
+			out = append(out, g)
+		}
+	}
+	return out
 }

@@ -239,12 +239,7 @@ func TestSubscriberWrapperCloseReleasesWaiters(t *testing.T) {
 		t.Fatal(err)
 	}
 	testutil.Poll(t, 10*time.Second, "the wrapper's goroutines to end", func() (bool, string) {
-		var left []string
-		for _, g := range testutil.GoroutineStacks() {
-			if strings.Contains(g, "watermill-sls/exactlyonce.(") {
-				left = append(left, g)
-			}
-		}
+		left := packageGoroutines("watermill-sls/exactlyonce.(")
 		return len(left) == 0, strings.Join(left, "\n\n")
 	})
 }
