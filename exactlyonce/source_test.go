@@ -287,3 +287,37 @@ func commitGroupOffset(t *testing.T, brokers []string, group, topic string, part
 		t.Fatalf("commit offset of group %s: %v", group, err)
 	}
 }
+
+// Outside a router SLSPosition has no stream: the handler refuses the message unless HandlerConfig.Stream
+// names it, and then stores the position under that name.
+func TestHandlerConfigStream(t *testing.T) {
+	store, pool := newStore(t)
+	msg := func() *message.Message {
+		m := message.NewMessage("u", []byte("x"))
+		m.Metadata.Set(slspubsub.MetadataShard, "1")
+		m.Metadata.Set(slspubsub.MetadataCursor, exactlyonce.Position{Offset: 42}.SLSCursor())
+		m.Metadata.Set(slspubsub.MetadataIndex, "3")
+		return m
+	}
+	h, err := exactlyonce.NewMessageHandler(store, exactlyonce.HandlerConfig{Consumer: "c", Position: exactlyonce.SLSPosition}, insertSink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Handle(msg()); err == nil || !strings.Contains(err.Error(), "HandlerConfig.Stream") {
+		t.Errorf("Handle without a stream = %v, want an error pointing at HandlerConfig.Stream", err)
+	}
+	h, err = exactlyonce.NewMessageHandler(store, exactlyonce.HandlerConfig{Consumer: "c", Position: exactlyonce.SLSPosition, Stream: "named"}, insertSink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Handle(msg()); err != nil {
+		t.Fatal(err)
+	}
+	got, ok, err := store.Load(context.Background(), "c", "named", 1)
+	if want := (exactlyonce.Position{Stream: "named", Partition: 1, Offset: 42, Index: 3}); err != nil || !ok || got != want {
+		t.Errorf("stored %v (%v, %v), want %v", got, ok, err, want)
+	}
+	if rows := sinkCounts(t, pool); rows["x"] != 1 {
+		t.Errorf("sink %v", rows)
+	}
+}
