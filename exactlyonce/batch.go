@@ -1,0 +1,370 @@
+package exactlyonce
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/jackc/pgx/v5"
+)
+
+// BatchHandler defaults.
+const (
+	DefaultMaxBatch     = 500
+	DefaultMaxWait      = 5 * time.Millisecond
+	DefaultBatchTimeout = 30 * time.Second
+)
+
+// BatchConfig configures a BatchHandler.
+type BatchConfig struct {
+	HandlerConfig
+
+	// MaxBatch is the largest number of messages applied in one transaction. Default 500.
+	MaxBatch int
+	// MaxWait is how long the first message of a batch waits for others to join before the batch is applied.
+	// It is added latency for each message; messages that arrive while a batch commits join the next one
+	// without waiting. Default 5 ms.
+	MaxWait time.Duration
+	// Timeout bounds one batch's transaction, from BEGIN to COMMIT. Default 30 s.
+	Timeout time.Duration
+}
+
+func (c *BatchConfig) setDefaults() {
+	if c.MaxBatch == 0 {
+		c.MaxBatch = DefaultMaxBatch
+	}
+	if c.MaxWait == 0 {
+		c.MaxWait = DefaultMaxWait
+	}
+	if c.Timeout == 0 {
+		c.Timeout = DefaultBatchTimeout
+	}
+}
+
+// Validate reports every invalid field in one error, before or after defaults are applied.
+func (c BatchConfig) Validate() error {
+	var errs []error
+	if err := c.HandlerConfig.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.MaxBatch < 0 {
+		errs = append(errs, fmt.Errorf("MaxBatch %d: must not be negative", c.MaxBatch))
+	}
+	if c.MaxWait < 0 {
+		errs = append(errs, fmt.Errorf("MaxWait %v: must not be negative", c.MaxWait))
+	}
+	if c.Timeout < 0 {
+		errs = append(errs, fmt.Errorf("Timeout %v: must not be negative", c.Timeout))
+	}
+	if len(errs) == 0 {
+		return nil
+	}
+	return fmt.Errorf("exactlyonce: invalid BatchConfig: %w", errors.Join(errs...))
+}
+
+// BatchHandler applies the messages of many router goroutines in shared transactions (group commit): each
+// Handle call joins the open batch and waits; the batch is applied when it holds MaxBatch messages or MaxWait
+// after its first message arrived, and every Handle call returns (the router acks) only after the batch's
+// commit.
+//
+// In a batch, the messages of each partition are applied in position order. A batch first runs without
+// savepoints; when a message fails, its transaction is rolled back and the batch runs again with each message
+// inside a savepoint (so a HandlerFunc may run more than once for a message; only one run ever commits). A message
+// at or before the stored position (or a duplicate in the batch) is skipped: acked without calling the
+// HandlerFunc. When the HandlerFunc fails for a message, its savepoint is rolled back and its Handle call
+// returns the error; every later message of the same partition in the batch fails with ErrPartitionBlocked
+// (the partition's position stays before the failed message), while other partitions commit. A failed commit,
+// or any database error outside a message's savepoint, fails every message of the batch.
+//
+// A batch holds at most as many messages as the subscriber releases before the first ack: batching pays off
+// with many partitions (SLS shards, Kafka partitions) or with slspubsub.SubscriberConfig.MaxInFlight above 1.
+// With one unacked message in total it only adds MaxWait of latency; use MessageHandler there.
+//
+// Order within a partition is as for MessageHandler: a message whose earlier message of the partition failed
+// is refused with ErrPartitionBlocked until the failed message is redelivered and applied. With MaxInFlight
+// above 1, wrap the subscriber with Subscriber so that each partition's messages join batches in delivery
+// order (see the package documentation).
+//
+// The HandlerFunc runs on the batch's goroutine, one message at a time, with a context that ends with the
+// batch's Timeout or Close. Close ends the handler; it is safe for concurrent use.
+type BatchHandler struct {
+	store *Store
+	cfg   BatchConfig
+	fn    HandlerFunc
+
+	in        chan *batchRequest
+	closing   chan struct{}
+	done      chan struct{}
+	closeOnce sync.Once
+
+	blocks blocks
+}
+
+type batchRequest struct {
+	msg *message.Message
+	pos Position
+	res chan error // buffered 1; the loop answers every request it received exactly once
+}
+
+// NewBatchHandler returns a BatchHandler applying fn with positions in store, and starts its goroutine; Close
+// stops it.
+func NewBatchHandler(store *Store, cfg BatchConfig, fn HandlerFunc) (*BatchHandler, error) {
+	if store == nil || fn == nil {
+		return nil, errors.New("exactlyonce: NewBatchHandler: nil store or handler function")
+	}
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	h := &BatchHandler{
+		store:   store,
+		cfg:     cfg,
+		fn:      fn,
+		in:      make(chan *batchRequest),
+		closing: make(chan struct{}),
+		done:    make(chan struct{}),
+	}
+	go h.loop()
+	return h, nil
+}
+
+// Handle has the shape of message.NoPublishHandlerFunc: pass it to Router.AddConsumerHandler. It returns nil
+// once the message is applied and committed, or was applied before; an error otherwise. After Close it returns
+// ErrClosed.
+func (h *BatchHandler) Handle(msg *message.Message) error {
+	pos, err := h.cfg.position(msg)
+	if err != nil {
+		return err
+	}
+	r := &batchRequest{msg: msg, pos: pos, res: make(chan error, 1)}
+	t := ticketFrom(msg)
+	if t != nil {
+		t.handled.Store(true)
+		if err := t.gate.wait(msg.Context(), t.closed, h.closing, t.seq); err != nil {
+			return err
+		}
+	}
+	select {
+	case h.in <- r:
+	case <-h.closing:
+		return ErrClosed
+	}
+	if t != nil {
+		// The next message of the partition may join now: it lands in this batch or a later one.
+		t.gate.pass(t.seq)
+	}
+	// The loop answers every request it took, also when closing, within its batch Timeout.
+	return <-r.res
+}
+
+// Close stops taking messages, applies the batch being collected, answers every waiting Handle call, and
+// returns when the handler's goroutine has ended. Close the router (which waits for its handlers) before or
+// while closing the BatchHandler: later Handle calls return ErrClosed. It is idempotent.
+func (h *BatchHandler) Close() error {
+	h.closeOnce.Do(func() { close(h.closing) })
+	<-h.done
+	return nil
+}
+
+func (h *BatchHandler) loop() {
+	defer close(h.done)
+	for {
+		var first *batchRequest
+		select {
+		case first = <-h.in:
+		case <-h.closing:
+			return
+		}
+		batch := h.collect(first)
+		h.apply(batch)
+	}
+}
+
+// collect gathers requests after first until the batch is full, MaxWait has passed or the handler closes.
+func (h *BatchHandler) collect(first *batchRequest) []*batchRequest {
+	batch := []*batchRequest{first}
+	timer := time.NewTimer(h.cfg.MaxWait)
+	defer timer.Stop()
+	for len(batch) < h.cfg.MaxBatch {
+		select {
+		case r := <-h.in:
+			batch = append(batch, r)
+		case <-timer.C:
+			return batch
+		case <-h.closing:
+			return batch
+		}
+	}
+	return batch
+}
+
+// apply runs one batch's transaction and answers its requests.
+func (h *BatchHandler) apply(batch []*batchRequest) {
+	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.Timeout)
+	defer cancel()
+	parts := groupByPartition(batch)
+	results := make(map[*batchRequest]error, len(batch))
+	// First without savepoints (one round trip less per message); when a message fails, the transaction is
+	// rolled back and the batch runs again with a savepoint around each message.
+	err := h.run(ctx, parts, results, false)
+	if errors.Is(err, errUseSavepoints) {
+		clear(results)
+		err = h.run(ctx, parts, results, true)
+	}
+	if err != nil {
+		// Nothing of the batch committed: every message fails, and each partition is blocked at its first
+		// message of the batch until that one is applied.
+		for _, p := range parts {
+			h.blocks.failed(p[0].pos)
+		}
+		for _, r := range batch {
+			r.res <- err
+		}
+		return
+	}
+	for _, p := range parts {
+		for _, r := range p {
+			if e := results[r]; e != nil {
+				h.blocks.failed(r.pos)
+			} else {
+				h.blocks.settled(r.pos)
+			}
+		}
+	}
+	for _, r := range batch {
+		r.res <- results[r]
+	}
+}
+
+// groupByPartition returns the requests per partition, each sorted by position, partitions sorted by key so
+// that concurrent batches lock position rows in one order.
+func groupByPartition(batch []*batchRequest) [][]*batchRequest {
+	m := map[partitionKey][]*batchRequest{}
+	for _, r := range batch {
+		m[r.pos.key()] = append(m[r.pos.key()], r)
+	}
+	out := make([][]*batchRequest, 0, len(m))
+	for _, rs := range m {
+		slices.SortStableFunc(rs, func(a, b *batchRequest) int { return a.pos.Compare(b.pos) })
+		out = append(out, rs)
+	}
+	slices.SortFunc(out, func(a, b []*batchRequest) int {
+		ka, kb := a[0].pos.key(), b[0].pos.key()
+		return cmp.Or(cmp.Compare(ka.stream, kb.stream), cmp.Compare(ka.partition, kb.partition))
+	})
+	return out
+}
+
+// errUseSavepoints rolls back a batch run without savepoints in which a message failed.
+var errUseSavepoints = errors.New("exactlyonce: a message failed; run the batch with savepoints")
+
+// run applies the batch in one transaction. It returns an error when the batch as a whole failed (nothing
+// committed); otherwise results holds each message's own outcome. Without savepoints, a failing message fails
+// the run with errUseSavepoints.
+func (h *BatchHandler) run(ctx context.Context, parts [][]*batchRequest, results map[*batchRequest]error, savepoints bool) error {
+	tx, err := h.store.pool.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("exactlyonce: begin batch: %w", err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // after Commit it is a no-op
+	keys := make([]partitionKey, len(parts))
+	for i, p := range parts {
+		keys[i] = p[0].pos.key()
+	}
+	stored, err := h.store.lockAll(ctx, tx, h.cfg.Consumer, keys)
+	if err != nil {
+		return err
+	}
+	var advance []Position
+	for _, p := range parts {
+		last, ok, err := h.runPartition(ctx, tx, p, stored, results, savepoints)
+		if err != nil {
+			return err
+		}
+		if ok {
+			advance = append(advance, last)
+		}
+	}
+	if len(advance) > 0 {
+		moved, err := h.store.advanceAll(ctx, tx, h.cfg.Consumer, advance)
+		if err != nil {
+			return err
+		}
+		if moved != len(advance) {
+			return fmt.Errorf("batch: %w", ErrPositionConflict)
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("exactlyonce: commit batch: %w", err)
+	}
+	return nil
+}
+
+// runPartition applies the requests of one partition (sorted by position) and returns the position of the
+// last one applied (ok=false when none was). A returned error fails the whole batch.
+func (h *BatchHandler) runPartition(ctx context.Context, tx pgx.Tx, p []*batchRequest, storedPositions map[partitionKey]Position,
+	results map[*batchRequest]error, savepoints bool) (last Position, ok bool, err error) {
+	stored, hasStored := storedPositions[p[0].pos.key()]
+	var (
+		applied  Position
+		nApplied int
+		failed   *Position
+	)
+	// A message failed in an earlier batch blocks the partition until it is applied, possibly in this batch.
+	block, blocked := h.blocks.get(p[0].pos.key())
+	for _, r := range p {
+		switch {
+		case failed != nil:
+			results[r] = fmt.Errorf("message at %s: %w (failed at %s in the same batch)", r.pos, ErrPartitionBlocked, *failed)
+			continue
+		case hasStored && !r.pos.After(stored), nApplied > 0 && !r.pos.After(applied):
+			continue // applied before, or a duplicate in the batch: skip
+		}
+		if blocked && r.pos.After(block) && (nApplied == 0 || block.After(applied)) {
+			results[r] = fmt.Errorf("message at %s: %w (failed at %s)", r.pos, ErrPartitionBlocked, block)
+			failed = &r.pos
+			continue
+		}
+		if !savepoints {
+			if err := h.fn(ctx, tx, r.msg); err != nil {
+				return Position{}, false, errUseSavepoints
+			}
+			applied, nApplied = r.pos, nApplied+1
+			continue
+		}
+		herr, err := h.applyOne(ctx, tx, r)
+		if err != nil {
+			return Position{}, false, err
+		}
+		if herr != nil {
+			results[r] = herr
+			failed = &r.pos
+			continue
+		}
+		applied, nApplied = r.pos, nApplied+1
+	}
+	return applied, nApplied > 0, nil
+}
+
+// applyOne runs the HandlerFunc for r inside a savepoint. herr is the HandlerFunc's error (its savepoint rolled
+// back); err is a database error that leaves the transaction unusable.
+//
+// Savepoints are not released: a successful message's savepoint simply stays below the next one (ROLLBACK TO
+// goes to the most recent savepoint of the name), which saves a round trip per message.
+func (h *BatchHandler) applyOne(ctx context.Context, tx pgx.Tx, r *batchRequest) (herr, err error) {
+	if _, err := tx.Exec(ctx, "SAVEPOINT exactlyonce_msg"); err != nil {
+		return nil, fmt.Errorf("exactlyonce: savepoint: %w", err)
+	}
+	if herr = h.fn(ctx, tx, r.msg); herr == nil {
+		return nil, nil
+	}
+	if _, err := tx.Exec(ctx, "ROLLBACK TO SAVEPOINT exactlyonce_msg"); err != nil {
+		return nil, fmt.Errorf("exactlyonce: roll back message at %s: %w (handler error: %w)", r.pos, err, herr)
+	}
+	return herr, nil
+}

@@ -1,0 +1,198 @@
+package exactlyonce
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+)
+
+// A router runs each message in a goroutine of its own, so two messages of a partition that the subscriber
+// released together (slspubsub MaxInFlight above 1) may reach a handler in either order. Were the later one
+// committed first, the partition's position would pass the earlier one, which would then be skipped as
+// applied: lost. Wrapping the subscriber with the handler's Subscriber method restores the order: the wrapper
+// numbers each partition's messages as the subscriber delivers them, and the handler lets a message in only
+// after every earlier message of its partition went in (BatchHandler: joined a batch; MessageHandler: was
+// committed or rolled back) or was acked or nacked without reaching the handler.
+
+// ticket is a message's place in its partition's delivery order.
+type ticket struct {
+	gate    *partitionGate
+	seq     uint64
+	pos     Position
+	closed  <-chan struct{} // closed when the wrapper closes: waiting ends with ErrClosed
+	handled atomic.Bool     // the handler took the message
+}
+
+type ticketKey struct{}
+
+func ticketFrom(msg *message.Message) *ticket {
+	t, _ := msg.Context().Value(ticketKey{}).(*ticket)
+	return t
+}
+
+// partitionGate lets a partition's messages through in delivery order.
+type partitionGate struct {
+	mu      sync.Mutex
+	next    uint64              // the next sequence number to hand out
+	passed  uint64              // every message numbered below passed
+	ahead   map[uint64]struct{} // passed out of order, above passed
+	changed chan struct{}       // closed when passed grows
+}
+
+func newPartitionGate() *partitionGate {
+	return &partitionGate{ahead: map[uint64]struct{}{}, changed: make(chan struct{})}
+}
+
+// wait returns when every message before seq passed, or with an error when ctx ends or closed or stop is
+// closed (nil channels never are).
+func (g *partitionGate) wait(ctx context.Context, closed, stop <-chan struct{}, seq uint64) error {
+	for {
+		g.mu.Lock()
+		if g.passed >= seq {
+			g.mu.Unlock()
+			return nil
+		}
+		ch := g.changed
+		g.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("exactlyonce: waiting for earlier messages of the partition: %w", ctx.Err())
+		case <-closed:
+			return ErrClosed
+		case <-stop:
+			return ErrClosed
+		}
+	}
+}
+
+// pass records that message seq went through (idempotent).
+func (g *partitionGate) pass(seq uint64) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if seq < g.passed {
+		return
+	}
+	g.ahead[seq] = struct{}{}
+	grew := false
+	for {
+		if _, ok := g.ahead[g.passed]; !ok {
+			break
+		}
+		delete(g.ahead, g.passed)
+		g.passed++
+		grew = true
+	}
+	if grew {
+		close(g.changed)
+		g.changed = make(chan struct{})
+	}
+}
+
+// sequencedSubscriber numbers the messages of each partition as the wrapped subscriber delivers them.
+type sequencedSubscriber struct {
+	sub    message.Subscriber
+	cfg    HandlerConfig
+	blocks *blocks
+
+	closing   chan struct{}
+	closeOnce sync.Once
+	wg        sync.WaitGroup
+}
+
+func newSequencedSubscriber(sub message.Subscriber, cfg HandlerConfig, b *blocks) *sequencedSubscriber {
+	return &sequencedSubscriber{sub: sub, cfg: cfg, blocks: b, closing: make(chan struct{})}
+}
+
+// Subscribe implements message.Subscriber.
+func (s *sequencedSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
+	select {
+	case <-s.closing:
+		return nil, ErrClosed
+	default:
+	}
+	in, err := s.sub.Subscribe(ctx, topic)
+	if err != nil {
+		return nil, err
+	}
+	out := make(chan *message.Message)
+	s.wg.Add(1)
+	go s.forward(ctx, topic, in, out)
+	return out, nil
+}
+
+func (s *sequencedSubscriber) forward(ctx context.Context, topic string, in <-chan *message.Message, out chan<- *message.Message) {
+	defer s.wg.Done()
+	defer close(out)
+	gates := map[partitionKey]*partitionGate{}
+	for msg := range in {
+		// A message without a position goes on unnumbered; the handler fails it with the same error. The
+		// router gives SLSPosition and KafkaPosition the subscribed topic only later: fall back to it here.
+		if pos, err := s.cfg.positionOr(msg, topic); err == nil {
+			g := gates[pos.key()]
+			if g == nil {
+				g = newPartitionGate()
+				gates[pos.key()] = g
+			}
+			t := &ticket{gate: g, seq: g.next, pos: pos, closed: s.closing}
+			g.next++
+			msg.SetContext(context.WithValue(msg.Context(), ticketKey{}, t))
+			s.wg.Add(1)
+			go s.watch(msg, t)
+		}
+		select {
+		case out <- msg:
+		case <-ctx.Done():
+			msg.Nack()
+			return
+		case <-s.closing:
+			msg.Nack()
+			return
+		}
+	}
+}
+
+// watch lets the partition go on when msg is acked or nacked without reaching the handler (a middleware
+// dropped or failed it). A nacked message not applied blocks its partition like a handler failure.
+func (s *sequencedSubscriber) watch(msg *message.Message, t *ticket) {
+	defer s.wg.Done()
+	select {
+	case <-msg.Acked():
+	case <-msg.Nacked():
+		if !t.handled.Load() {
+			s.blocks.failed(t.pos)
+		}
+	case <-s.closing:
+		return
+	}
+	t.gate.pass(t.seq)
+}
+
+// Close closes the wrapped subscriber and waits for the wrapper's goroutines.
+func (s *sequencedSubscriber) Close() error {
+	s.closeOnce.Do(func() { close(s.closing) })
+	err := s.sub.Close()
+	s.wg.Wait()
+	if err != nil && !errors.Is(err, ErrClosed) {
+		return err
+	}
+	return nil
+}
+
+// Subscriber wraps sub so that the MessageHandler sees the messages of each partition in the order sub
+// delivers them; use it when sub may have several unacked messages of a partition (slspubsub MaxInFlight above
+// 1), and pass the wrapper to the router instead of sub. Closing the wrapper closes sub.
+func (h *MessageHandler) Subscriber(sub message.Subscriber) message.Subscriber {
+	return newSequencedSubscriber(sub, h.cfg, &h.blocks)
+}
+
+// Subscriber wraps sub so that the BatchHandler sees the messages of each partition in the order sub delivers
+// them; use it when sub may have several unacked messages of a partition (slspubsub MaxInFlight above 1), and
+// pass the wrapper to the router instead of sub. Closing the wrapper closes sub.
+func (h *BatchHandler) Subscriber(sub message.Subscriber) message.Subscriber {
+	return newSequencedSubscriber(sub, h.cfg.HandlerConfig, &h.blocks)
+}
