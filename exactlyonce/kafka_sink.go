@@ -1,0 +1,402 @@
+package exactlyonce
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+)
+
+// ErrKafkaSinkClosed is returned by the Handler of a KafkaSink that is closed or closing.
+var ErrKafkaSinkClosed = errors.New("exactlyonce: Kafka sink closed")
+
+// ErrKafkaSinkFenced marks the failure of a sink whose producer was fenced: another producer with the same
+// transactional id started (a newer instance), so this one can no longer commit. The sink stops; errors.Is finds
+// it in the errors its Handler and Err return.
+var ErrKafkaSinkFenced = errors.New("exactlyonce: Kafka sink fenced by a newer producer with the same transactional id")
+
+// ErrPartitionConcurrency marks the failure of a sink that saw two messages of one source partition in flight at
+// once, which the sink cannot make exactly-once (see KafkaSink). The sink stops.
+var ErrPartitionConcurrency = errors.New("exactlyonce: two messages of one source partition in flight at once")
+
+// KafkaSink writes the outputs of a Watermill handler to Kafka exactly once. Each Kafka transaction carries the
+// output records of a batch of consumed messages and, in the positions topic, the position of the last of those
+// messages per source partition; both become visible to read_committed readers together or not at all. On start
+// the sink reads the committed positions; the source resumes right after them (PositionStore for SLS,
+// KafkaResumeOffsets for Kafka) and the Handler acks, without producing, every message at or before them.
+//
+// Contract: at most one message per source partition may be in the Handler at a time (slspubsub's default
+// MaxInFlight of 1; watermill-kafka's subscriber delivers one message per partition until it is acked).
+// Messages of different partitions, from any number of router goroutines, handlers and subscribers, are grouped
+// into shared transactions. With several messages of one partition in flight, a failed message could be
+// overtaken by a later one whose committed position then hides it; the sink detects the overlap when it sees
+// it and stops with ErrPartitionConcurrency rather than risk that.
+//
+// A transaction that fails is aborted and every message of its batch fails (nack, then redelivery); nothing of
+// it is visible to read_committed readers, so the redelivery produces no duplicate. When the producer is fenced
+// (ErrKafkaSinkFenced) or hits another fatal error, the sink stops: the Handler fails every message and Err
+// returns the cause; create a new sink to go on.
+//
+// KafkaSink is safe for concurrent use. Close it when done; no goroutine outlives Close.
+type KafkaSink struct {
+	config   KafkaSinkConfig
+	logger   watermill.LoggerAdapter
+	client   sarama.Client
+	producer sarama.SyncProducer
+
+	requests chan *sinkRequest
+	closing  chan struct{}
+	done     chan struct{}
+	close    sync.Once
+
+	mu        sync.Mutex
+	committed map[partitionKey]Position
+	inFlight  map[partitionKey]Position
+	failure   error // set once; the sink stops
+	closeErr  error
+}
+
+// sinkRequest is one consumed message ready to be committed: its position and its output records.
+type sinkRequest struct {
+	pos     Position
+	records []*sarama.ProducerMessage
+	result  chan error // buffered: the batch loop never blocks on it
+}
+
+// NewKafkaSink connects the transactional producer (fencing any earlier producer with the same transactional
+// id and aborting its open transaction), then reads the committed positions of config.Consumer. A nil logger
+// becomes watermill.NopLogger.
+func NewKafkaSink(config KafkaSinkConfig, logger watermill.LoggerAdapter) (*KafkaSink, error) {
+	config.setDefaults()
+	if err := config.Validate(); err != nil {
+		return nil, err
+	}
+	if logger == nil {
+		logger = watermill.NopLogger{}
+	}
+	scfg, err := config.saramaConfig()
+	if err != nil {
+		return nil, err
+	}
+	client, err := sarama.NewClient(config.Brokers, scfg)
+	if err != nil {
+		return nil, fmt.Errorf("exactlyonce: Kafka sink: connect to %v: %w", config.Brokers, err)
+	}
+	// The producer initializes its transactional id here: the broker bumps the epoch (fencing older producers)
+	// and completes their open transaction before it answers.
+	producer, err := sarama.NewSyncProducerFromClient(client)
+	if err != nil {
+		_ = client.Close()
+		return nil, fmt.Errorf("exactlyonce: Kafka sink: transactional producer %q: %w", config.TransactionalID, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), config.LoadTimeout)
+	committed, err := loadPositions(ctx, config.Brokers, config.PositionsTopic, config.Consumer)
+	cancel()
+	if err != nil {
+		_ = producer.Close()
+		_ = client.Close()
+		return nil, fmt.Errorf("exactlyonce: Kafka sink: load positions of %q: %w", config.Consumer, err)
+	}
+	s := &KafkaSink{
+		config:    config,
+		logger:    logger.With(watermill.LogFields{"consumer": config.Consumer, "transactional_id": config.TransactionalID}),
+		client:    client,
+		producer:  producer,
+		requests:  make(chan *sinkRequest),
+		closing:   make(chan struct{}),
+		done:      make(chan struct{}),
+		committed: committed,
+		inFlight:  make(map[partitionKey]Position),
+	}
+	go s.run()
+	return s, nil
+}
+
+// Handler returns a Watermill handler (for message.Router.AddNoPublisherHandler, or called directly) that
+// commits each message exactly once: it extracts the message's position with position; a message at or before
+// the committed position of its partition is acked (nil) without calling process; otherwise process turns it
+// into output messages, which are marshaled and committed with the position in a shared transaction. The
+// handler returns nil only after that transaction committed; it returns an error (so the message is nacked) when
+// process, marshaling or the transaction fails, when the sink is closed or stopped, or when the message's
+// context ends before the message joined a batch (once it joined, the handler waits for the transaction).
+//
+// process must not publish anything itself, and may return no outputs (the position still commits).
+func (s *KafkaSink) Handler(process message.HandlerFunc, position PositionFunc) message.NoPublishHandlerFunc {
+	return func(msg *message.Message) error {
+		pos, err := position(msg)
+		if err != nil {
+			return fmt.Errorf("exactlyonce: position of message %s: %w", msg.UUID, err)
+		}
+		key := partitionKey{pos.Stream, pos.Partition}
+		skip, err := s.enter(key, pos)
+		if err != nil {
+			return err
+		}
+		defer s.leave(key)
+		if skip {
+			return nil
+		}
+		outs, err := process(msg)
+		if err != nil {
+			return err
+		}
+		records, err := s.marshal(outs)
+		if err != nil {
+			return fmt.Errorf("exactlyonce: outputs of message %s: %w", msg.UUID, err)
+		}
+		req := &sinkRequest{pos: pos, records: records, result: make(chan error, 1)}
+		ctx := msg.Context()
+		select {
+		case s.requests <- req:
+		case <-s.closing:
+			return ErrKafkaSinkClosed
+		case <-ctx.Done():
+			return fmt.Errorf("exactlyonce: message %s: %w", msg.UUID, ctx.Err())
+		}
+		// Once the batch loop holds the request, wait for its transaction whatever the context says: the
+		// partition must stay in flight until the outcome is known, or a redelivery could commit it twice.
+		return <-req.result
+	}
+}
+
+// enter registers a message of partition key in flight. It reports skip when pos is at or before the committed
+// position, and an error when the sink is stopped or another message of the partition is in flight.
+func (s *KafkaSink) enter(key partitionKey, pos Position) (skip bool, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.failure != nil {
+		return false, s.failure
+	}
+	if other, ok := s.inFlight[key]; ok {
+		s.failure = fmt.Errorf("%w: %s/%d at %d/%d and %d/%d", ErrPartitionConcurrency, pos.Stream, pos.Partition,
+			other.Offset, other.Index, pos.Offset, pos.Index)
+		s.logger.Error("Kafka sink stopped", s.failure, nil)
+		return false, s.failure
+	}
+	if c, ok := s.committed[key]; ok && !positionAfter(pos, c) {
+		return true, nil
+	}
+	s.inFlight[key] = pos
+	return false, nil
+}
+
+func (s *KafkaSink) leave(key partitionKey) {
+	s.mu.Lock()
+	delete(s.inFlight, key)
+	s.mu.Unlock()
+}
+
+func (s *KafkaSink) marshal(outs []*message.Message) ([]*sarama.ProducerMessage, error) {
+	records := make([]*sarama.ProducerMessage, 0, len(outs))
+	for _, out := range outs {
+		topic := s.config.OutputTopic
+		if s.config.TopicFunc != nil {
+			var err error
+			if topic, err = s.config.TopicFunc(out); err != nil {
+				return nil, fmt.Errorf("topic of output %s: %w", out.UUID, err)
+			}
+		}
+		if topic == "" || topic == s.config.PositionsTopic {
+			return nil, fmt.Errorf("output %s: invalid topic %q", out.UUID, topic)
+		}
+		rec, err := s.config.Marshaler.Marshal(topic, out)
+		if err != nil {
+			return nil, fmt.Errorf("marshal output %s: %w", out.UUID, err)
+		}
+		records = append(records, rec)
+	}
+	return records, nil
+}
+
+// Err returns why the sink stopped (wrapping ErrKafkaSinkFenced, ErrPartitionConcurrency or the producer's
+// fatal error), or nil while it works.
+func (s *KafkaSink) Err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.failure
+}
+
+func (s *KafkaSink) stop(err error) {
+	s.mu.Lock()
+	if s.failure == nil {
+		s.failure = err
+	}
+	s.mu.Unlock()
+	s.logger.Error("Kafka sink stopped", err, nil)
+}
+
+// Close stops accepting messages, lets a transaction being committed finish (its handlers get its result),
+// aborts a transaction left open, and closes the producer. Handlers waiting to join a batch return
+// ErrKafkaSinkClosed. Close is idempotent; it returns the error of closing the producer and client.
+func (s *KafkaSink) Close() error {
+	s.close.Do(func() {
+		close(s.closing)
+		<-s.done
+		if s.producer.TxnStatus()&sarama.ProducerTxnFlagInTransaction != 0 {
+			if err := s.producer.AbortTxn(); err != nil {
+				s.closeErr = errors.Join(s.closeErr, fmt.Errorf("exactlyonce: Kafka sink: abort open transaction: %w", err))
+			}
+		}
+		if err := s.producer.Close(); err != nil {
+			s.closeErr = errors.Join(s.closeErr, fmt.Errorf("exactlyonce: Kafka sink: close producer: %w", err))
+		}
+		if err := s.client.Close(); err != nil && !errors.Is(err, sarama.ErrClosedClient) {
+			s.closeErr = errors.Join(s.closeErr, fmt.Errorf("exactlyonce: Kafka sink: close client: %w", err))
+		}
+	})
+	return s.closeErr
+}
+
+// run forms batches (group commit) and commits them, one transaction at a time, until Close.
+func (s *KafkaSink) run() {
+	defer close(s.done)
+	for {
+		var first *sinkRequest
+		select {
+		case <-s.closing:
+			return
+		default:
+		}
+		select {
+		case first = <-s.requests:
+		case <-s.closing:
+			return
+		}
+		batch := s.gather(first)
+		err := s.commit(batch)
+		for _, r := range batch {
+			r.result <- err
+		}
+	}
+}
+
+// gather adds to first the requests already waiting, and those arriving within MaxBatchDelay, up to
+// MaxBatchMessages.
+func (s *KafkaSink) gather(first *sinkRequest) []*sinkRequest {
+	batch := []*sinkRequest{first}
+	var timeout <-chan time.Time
+	if s.config.MaxBatchDelay > 0 {
+		t := time.NewTimer(s.config.MaxBatchDelay)
+		defer t.Stop()
+		timeout = t.C
+	}
+	for len(batch) < s.config.MaxBatchMessages {
+		if timeout == nil {
+			select {
+			case r := <-s.requests:
+				batch = append(batch, r)
+			default:
+				return batch
+			}
+			continue
+		}
+		select {
+		case r := <-s.requests:
+			batch = append(batch, r)
+		case <-timeout:
+			return batch
+		case <-s.closing:
+			return batch
+		}
+	}
+	return batch
+}
+
+// commit produces the batch's outputs and positions in one transaction.
+func (s *KafkaSink) commit(batch []*sinkRequest) error {
+	if err := s.Err(); err != nil {
+		return err
+	}
+	last := make(map[partitionKey]Position, len(batch))
+	n := 0
+	for _, r := range batch {
+		key := partitionKey{r.pos.Stream, r.pos.Partition}
+		if p, ok := last[key]; !ok || positionAfter(r.pos, p) {
+			last[key] = r.pos
+		}
+		n += len(r.records)
+	}
+	records := make([]*sarama.ProducerMessage, 0, n+len(last))
+	for _, r := range batch {
+		records = append(records, r.records...)
+	}
+	for _, p := range last {
+		records = append(records, positionMessage(s.config.PositionsTopic, s.config.Consumer, p))
+	}
+
+	if err := s.producer.BeginTxn(); err != nil {
+		return s.failed("begin transaction", err)
+	}
+	if err := s.producer.SendMessages(records); err != nil {
+		return s.failed("produce", firstProducerError(err))
+	}
+	if err := s.producer.CommitTxn(); err != nil {
+		return s.failed("commit transaction", err)
+	}
+	s.mu.Lock()
+	for key, p := range last {
+		if c, ok := s.committed[key]; !ok || positionAfter(p, c) {
+			s.committed[key] = p
+		}
+	}
+	s.mu.Unlock()
+	return nil
+}
+
+// failed aborts the open transaction after err and starts a new producer session, or stops the sink when the
+// producer was fenced or cannot go on.
+//
+// The new session (InitProducerId again, same transactional id) matters: after a failed send, sarama may have
+// given sequence numbers to records the broker never saw, and without an epoch bump (brokers before 2.5) every
+// later transaction would fail with OUT_OF_ORDER_SEQUENCE_NUMBER.
+func (s *KafkaSink) failed(op string, err error) error {
+	err = fmt.Errorf("exactlyonce: Kafka sink: %s: %w", op, err)
+	status := s.producer.TxnStatus()
+	if status&sarama.ProducerTxnFlagFatalError == 0 &&
+		status&(sarama.ProducerTxnFlagInTransaction|sarama.ProducerTxnFlagInError) != 0 {
+		if abortErr := s.producer.AbortTxn(); abortErr != nil {
+			err = errors.Join(err, fmt.Errorf("exactlyonce: Kafka sink: abort transaction: %w", abortErr))
+		}
+	}
+	if errors.Is(err, sarama.ErrProducerFenced) || errors.Is(err, sarama.ErrInvalidProducerEpoch) {
+		err = fmt.Errorf("%w: %w", ErrKafkaSinkFenced, err)
+		s.stop(err)
+		return err
+	}
+	if closeErr := s.producer.Close(); closeErr != nil {
+		s.logger.Debug("Closing the failed producer session", watermill.LogFields{"error": closeErr.Error()})
+	}
+	producer, perr := sarama.NewSyncProducerFromClient(s.client)
+	if perr != nil {
+		if errors.Is(perr, sarama.ErrProducerFenced) || errors.Is(perr, sarama.ErrInvalidProducerEpoch) {
+			perr = fmt.Errorf("%w: %w", ErrKafkaSinkFenced, perr)
+		}
+		err = errors.Join(err, fmt.Errorf("exactlyonce: Kafka sink: new producer session: %w", perr))
+		s.producer = closedProducer{}
+		s.stop(err)
+		return err
+	}
+	s.producer = producer
+	return err
+}
+
+// firstProducerError makes the cause of a failed SendMessages reachable with errors.Is: sarama.ProducerErrors
+// does not unwrap.
+func firstProducerError(err error) error {
+	var pes sarama.ProducerErrors
+	if errors.As(err, &pes) && len(pes) > 0 {
+		return fmt.Errorf("%d of the records failed, the first with: %w", len(pes), pes[0].Err)
+	}
+	return err
+}
+
+// closedProducer stands in for a producer that could not be restarted, so Close has nothing to abort or close.
+type closedProducer struct{ sarama.SyncProducer }
+
+func (closedProducer) TxnStatus() sarama.ProducerTxnStatusFlag { return sarama.ProducerTxnFlagFatalError }
+func (closedProducer) Close() error                            { return nil }

@@ -1,0 +1,200 @@
+package exactlyonce
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/IBM/sarama"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/watermill-sls/watermill-sls/slspubsub"
+)
+
+// partitionKey identifies a source partition.
+type partitionKey struct {
+	stream    string
+	partition int32
+}
+
+// positionAfter reports whether p comes after q; both belong to the same (stream, partition).
+func positionAfter(p, q Position) bool {
+	return p.Offset > q.Offset || (p.Offset == q.Offset && p.Index > q.Index)
+}
+
+// positionRecord is the value of a record of the positions topic.
+type positionRecord struct {
+	Consumer  string `json:"consumer"`
+	Stream    string `json:"stream"`
+	Partition int32  `json:"partition"`
+	Offset    int64  `json:"offset"`
+	Index     int32  `json:"index"`
+}
+
+// positionRecordKey is the compaction key of (consumer, stream, partition): a JSON array, so no name can make
+// two keys collide whatever characters it holds.
+func positionRecordKey(consumer string, k partitionKey) []byte {
+	b, _ := json.Marshal([]any{consumer, k.stream, k.partition}) // strings and an int32 always marshal
+	return b
+}
+
+func positionMessage(topic, consumer string, p Position) *sarama.ProducerMessage {
+	v, _ := json.Marshal(positionRecord{Consumer: consumer, Stream: p.Stream, Partition: p.Partition, Offset: p.Offset, Index: p.Index})
+	return &sarama.ProducerMessage{
+		Topic: topic,
+		Key:   sarama.ByteEncoder(positionRecordKey(consumer, partitionKey{p.Stream, p.Partition})),
+		Value: sarama.ByteEncoder(v),
+	}
+}
+
+// loadPositions reads the positions of consumer committed in topic, with read_committed isolation, up to the last
+// stable offset of each partition as it is when the read starts. Records of the same key are applied in log order
+// (the newest wins, as compaction keeps it). A topic that does not exist reads as empty.
+func loadPositions(ctx context.Context, brokers []string, topic, consumer string) (map[partitionKey]Position, error) {
+	cl, err := kgo.NewClient(
+		kgo.SeedBrokers(brokers...),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		// Control records (commit and abort markers) are returned so that reading can stop at the last stable
+		// offset even when the last record before it is a marker.
+		kgo.KeepControlRecords(),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("client for the positions topic %s: %w", topic, err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+
+	ends, err := adm.ListCommittedOffsets(ctx, topic)
+	if err != nil {
+		return nil, fmt.Errorf("list last stable offsets of %s: %w", topic, err)
+	}
+	starts, err := adm.ListStartOffsets(ctx, topic)
+	if err != nil {
+		return nil, fmt.Errorf("list start offsets of %s: %w", topic, err)
+	}
+	remaining := make(map[int32]int64) // partition -> last stable offset still to reach
+	from := make(map[int32]kgo.Offset)
+	var listErr error
+	ends.Each(func(o kadm.ListedOffset) {
+		if o.Err != nil {
+			if !errors.Is(o.Err, kerr.UnknownTopicOrPartition) {
+				listErr = errors.Join(listErr, fmt.Errorf("last stable offset of %s/%d: %w", topic, o.Partition, o.Err))
+			}
+			return
+		}
+		s, ok := starts.Lookup(topic, o.Partition)
+		if !ok || s.Err != nil {
+			listErr = errors.Join(listErr, fmt.Errorf("start offset of %s/%d: %v", topic, o.Partition, s.Err))
+			return
+		}
+		if s.Offset < o.Offset {
+			remaining[o.Partition] = o.Offset
+			from[o.Partition] = kgo.NewOffset().At(s.Offset)
+		}
+	})
+	if listErr != nil {
+		return nil, listErr
+	}
+	positions := make(map[partitionKey]Position)
+	if len(remaining) == 0 {
+		return positions, nil
+	}
+	cl.AddConsumePartitions(map[string]map[int32]kgo.Offset{topic: from})
+	for len(remaining) > 0 {
+		fetches := cl.PollFetches(ctx)
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("read positions topic %s: %w", topic, err)
+		}
+		var fetchErr error
+		fetches.EachError(func(t string, p int32, err error) {
+			fetchErr = errors.Join(fetchErr, fmt.Errorf("fetch %s/%d: %w", t, p, err))
+		})
+		if fetchErr != nil {
+			return nil, fetchErr
+		}
+		var decodeErr error
+		fetches.EachRecord(func(r *kgo.Record) {
+			end, ok := remaining[r.Partition]
+			if !ok {
+				return
+			}
+			if r.Offset >= end {
+				delete(remaining, r.Partition)
+				return
+			}
+			if r.Offset == end-1 {
+				delete(remaining, r.Partition)
+			}
+			if r.Attrs.IsControl() {
+				return
+			}
+			var rec positionRecord
+			if err := json.Unmarshal(r.Value, &rec); err != nil {
+				decodeErr = errors.Join(decodeErr, fmt.Errorf("record %s/%d@%d: %w", topic, r.Partition, r.Offset, err))
+				return
+			}
+			if rec.Consumer != consumer {
+				return
+			}
+			positions[partitionKey{rec.Stream, rec.Partition}] = Position{Stream: rec.Stream, Partition: rec.Partition, Offset: rec.Offset, Index: rec.Index}
+		})
+		if decodeErr != nil {
+			return nil, fmt.Errorf("read positions topic %s: %w", topic, decodeErr)
+		}
+	}
+	return positions, nil
+}
+
+// PositionStore returns the committed positions as a resume source for an slspubsub.Subscriber
+// (SubscriberConfig.PositionStore): for a logstore and shard it gives the position of the last log whose
+// outputs the sink committed, and the Subscriber resumes right after it. Start the Subscriber after
+// NewKafkaSink returned, with the same sink. Safe for concurrent use.
+func (s *KafkaSink) PositionStore() slspubsub.PositionStore {
+	return kafkaSinkSLSPositions{s}
+}
+
+type kafkaSinkSLSPositions struct{ s *KafkaSink }
+
+func (k kafkaSinkSLSPositions) LoadPosition(_ context.Context, logstore string, shard int) (slspubsub.Position, bool, error) {
+	p, ok := k.s.CommittedPosition(logstore, int32(shard))
+	if !ok {
+		return slspubsub.Position{}, false, nil
+	}
+	return slspubsub.Position{Shard: shard, Cursor: cursorString(p.Offset), Index: int(p.Index)}, true, nil
+}
+
+// cursorString spells an SLS cursor: standard base64 of the decimal int64.
+func cursorString(v int64) string {
+	return base64.StdEncoding.EncodeToString([]byte(strconv.FormatInt(v, 10)))
+}
+
+// KafkaResumeOffsets returns, for a Kafka source topic, the offset to resume each partition at (the committed
+// offset plus one), for partitions the sink has committed. Partitions absent from the map have nothing committed
+// and start wherever the consumer's own policy says. Give these offsets to the source consumer (e.g. by
+// resetting the consumer group's offsets before starting it, or with sarama's ConsumePartition); messages before
+// them that are redelivered anyway are skipped by the Handler.
+func (s *KafkaSink) KafkaResumeOffsets(topic string) map[int32]int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[int32]int64)
+	for k, p := range s.committed {
+		if k.stream == topic {
+			out[k.partition] = p.Offset + 1
+		}
+	}
+	return out
+}
+
+// CommittedPosition returns the last committed position of a source partition and whether there is one. It
+// reflects the positions read at NewKafkaSink and every transaction the sink committed since.
+func (s *KafkaSink) CommittedPosition(stream string, partition int32) (Position, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p, ok := s.committed[partitionKey{stream, partition}]
+	return p, ok
+}
