@@ -398,5 +398,7 @@ func firstProducerError(err error) error {
 // closedProducer stands in for a producer that could not be restarted, so Close has nothing to abort or close.
 type closedProducer struct{ sarama.SyncProducer }
 
-func (closedProducer) TxnStatus() sarama.ProducerTxnStatusFlag { return sarama.ProducerTxnFlagFatalError }
-func (closedProducer) Close() error                            { return nil }
+func (closedProducer) TxnStatus() sarama.ProducerTxnStatusFlag {
+	return sarama.ProducerTxnFlagFatalError
+}
+func (closedProducer) Close() error { return nil }
