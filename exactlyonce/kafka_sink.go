@@ -117,7 +117,7 @@ func NewKafkaSink(config KafkaSinkConfig, logger watermill.LoggerAdapter) (*Kafk
 	return s, nil
 }
 
-// Handler returns a Watermill handler (for message.Router.AddNoPublisherHandler, or called directly) that
+// Handler returns a Watermill handler (for message.Router.AddConsumerHandler, or called directly) that
 // commits each message exactly once: it extracts the message's position with position; a message at or before
 // the committed position of its partition is acked (nil) without calling process; otherwise process turns it
 // into output messages, which are marshaled and committed with the position in a shared transaction. The
