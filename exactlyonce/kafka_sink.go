@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/IBM/sarama"
@@ -53,6 +54,8 @@ type KafkaSink struct {
 	closing  chan struct{}
 	done     chan struct{}
 	close    sync.Once
+
+	transactions, messages, aborted atomic.Int64
 
 	mu        sync.Mutex
 	committed map[partitionKey]Position
@@ -213,6 +216,22 @@ func (s *KafkaSink) marshal(outs []*message.Message) ([]*sarama.ProducerMessage,
 	return records, nil
 }
 
+// KafkaSinkStats counts what a KafkaSink did since it was created.
+type KafkaSinkStats struct {
+	// Transactions is the number of committed transactions.
+	Transactions int64
+	// Messages is the number of consumed messages whose outputs and positions were committed (skipped
+	// redeliveries not included). Messages / Transactions is the mean batch size.
+	Messages int64
+	// Aborted is the number of transactions that failed (and were aborted, or stopped the sink).
+	Aborted int64
+}
+
+// Stats returns the sink's counters. Safe for concurrent use.
+func (s *KafkaSink) Stats() KafkaSinkStats {
+	return KafkaSinkStats{Transactions: s.transactions.Load(), Messages: s.messages.Load(), Aborted: s.aborted.Load()}
+}
+
 // Err returns why the sink stopped (wrapping ErrKafkaSinkFenced, ErrPartitionConcurrency or the producer's
 // fatal error), or nil while it works.
 func (s *KafkaSink) Err() error {
@@ -338,6 +357,8 @@ func (s *KafkaSink) commit(batch []*sinkRequest) error {
 	if err := s.producer.CommitTxn(); err != nil {
 		return s.failed("commit transaction", err)
 	}
+	s.transactions.Add(1)
+	s.messages.Add(int64(len(batch)))
 	s.mu.Lock()
 	for key, p := range last {
 		if c, ok := s.committed[key]; !ok || positionAfter(p, c) {
@@ -355,6 +376,7 @@ func (s *KafkaSink) commit(batch []*sinkRequest) error {
 // given sequence numbers to records the broker never saw, and without an epoch bump (brokers before 2.5) every
 // later transaction would fail with OUT_OF_ORDER_SEQUENCE_NUMBER.
 func (s *KafkaSink) failed(op string, err error) error {
+	s.aborted.Add(1)
 	err = fmt.Errorf("exactlyonce: Kafka sink: %s: %w", op, err)
 	status := s.producer.TxnStatus()
 	if status&sarama.ProducerTxnFlagFatalError == 0 &&
