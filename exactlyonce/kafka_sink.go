@@ -59,8 +59,10 @@ type KafkaSink struct {
 
 	mu        sync.Mutex
 	committed map[partitionKey]Position
-	inFlight  map[partitionKey]Position
-	failure   error // set once; the sink stops
+	inFlight  map[partitionKey]Position // strict mode: the one message of a partition in the Handler
+	orders    map[partitionKey]*partitionOrder
+	wake      chan struct{} // capacity 1: a handler's failure may let deferred requests go
+	failure   error         // set once; the sink stops
 	closeErr  error
 }
 
@@ -68,6 +70,7 @@ type KafkaSink struct {
 type sinkRequest struct {
 	pos     Position
 	records []*sarama.ProducerMessage
+	ordered bool       // delivered through the SubscriberDecorator
 	result  chan error // buffered: the batch loop never blocks on it
 }
 
@@ -115,6 +118,8 @@ func NewKafkaSink(config KafkaSinkConfig, logger watermill.LoggerAdapter) (*Kafk
 		done:      make(chan struct{}),
 		committed: committed,
 		inFlight:  make(map[partitionKey]Position),
+		orders:    make(map[partitionKey]*partitionOrder),
+		wake:      make(chan struct{}, 1),
 	}
 	go s.run()
 	return s, nil
@@ -136,56 +141,105 @@ func (s *KafkaSink) Handler(process message.HandlerFunc, position PositionFunc) 
 			return fmt.Errorf("exactlyonce: position of message %s: %w", msg.UUID, err)
 		}
 		key := partitionKey{pos.Stream, pos.Partition}
-		skip, err := s.enter(key, pos)
-		if err != nil {
+		mode, err := s.enter(key, pos)
+		if err != nil || mode == modeSkip {
 			return err
 		}
-		defer s.leave(key)
-		if skip {
-			return nil
+		req, err := s.prepare(msg, pos, mode, process)
+		if err == nil {
+			err = s.submit(msg, req)
 		}
-		outs, err := process(msg)
-		if err != nil {
-			return err
+		if mode == modeStrict {
+			s.leave(key)
 		}
-		records, err := s.marshal(outs)
-		if err != nil {
-			return fmt.Errorf("exactlyonce: outputs of message %s: %w", msg.UUID, err)
-		}
-		req := &sinkRequest{pos: pos, records: records, result: make(chan error, 1)}
-		ctx := msg.Context()
-		select {
-		case s.requests <- req:
-		case <-s.closing:
-			return ErrKafkaSinkClosed
-		case <-ctx.Done():
-			return fmt.Errorf("exactlyonce: message %s: %w", msg.UUID, ctx.Err())
-		}
-		// Once the batch loop holds the request, wait for its transaction whatever the context says: the
-		// partition must stay in flight until the outcome is known, or a redelivery could commit it twice.
-		return <-req.result
+		return err
 	}
 }
 
-// enter registers a message of partition key in flight. It reports skip when pos is at or before the committed
-// position, and an error when the sink is stopped or another message of the partition is in flight.
-func (s *KafkaSink) enter(key partitionKey, pos Position) (skip bool, err error) {
+// The ways the Handler treats a message.
+type handleMode int
+
+const (
+	modeSkip    handleMode = iota // committed already: ack
+	modeStrict                    // the only message of its partition in flight
+	modeOrdered                   // delivered through the SubscriberDecorator: commits in delivery order
+)
+
+// prepare runs process and marshals the outputs. An ordered message that fails here becomes a hole.
+func (s *KafkaSink) prepare(msg *message.Message, pos Position, mode handleMode, process message.HandlerFunc) (*sinkRequest, error) {
+	outs, err := process(msg)
+	if err == nil {
+		var records []*sarama.ProducerMessage
+		if records, err = s.marshal(outs); err == nil {
+			return &sinkRequest{pos: pos, records: records, ordered: mode == modeOrdered, result: make(chan error, 1)}, nil
+		}
+		err = fmt.Errorf("exactlyonce: outputs of message %s: %w", msg.UUID, err)
+	}
+	if mode == modeOrdered {
+		s.orderedFailed(pos)
+	}
+	return nil, err
+}
+
+// submit hands req to the batch loop and waits for its transaction.
+func (s *KafkaSink) submit(msg *message.Message, req *sinkRequest) error {
+	ctx := msg.Context()
+	var err error
+	select {
+	case s.requests <- req:
+		// Once the batch loop holds the request, wait for its transaction whatever the context says: the
+		// partition must stay in flight until the outcome is known, or a redelivery could commit it twice.
+		return <-req.result
+	case <-s.closing:
+		err = ErrKafkaSinkClosed
+	case <-ctx.Done():
+		err = fmt.Errorf("exactlyonce: message %s: %w", msg.UUID, ctx.Err())
+	}
+	if req.ordered {
+		s.orderedFailed(req.pos)
+	}
+	return err
+}
+
+// enter decides how the Handler treats a message: skip it when pos is at or before the committed position,
+// commit it in delivery order when the SubscriberDecorator recorded it, or else as the only message of its
+// partition in flight (registered here). It fails when the sink is stopped or the partition's contract is broken.
+func (s *KafkaSink) enter(key partitionKey, pos Position) (handleMode, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.failure != nil {
-		return false, s.failure
+	if c, ok := s.committed[key]; ok && !positionAfter(pos, c) {
+		if po := s.orders[key]; po != nil {
+			po.delivered, _ = removePosition(po.delivered, pos)
+			s.wakeLoop() // requests behind it may go
+		}
+		return modeSkip, nil
+	}
+	ordered, err := s.enterOrderedLocked(key, pos)
+	if err == nil && s.failure != nil {
+		err = s.failure
+	}
+	if err != nil {
+		if ordered {
+			s.orderedFailedLocked(pos)
+			s.wakeLoop()
+		}
+		if s.failure == nil {
+			s.failure = err
+			s.logger.Error("Kafka sink stopped", err, nil)
+		}
+		return modeSkip, err
+	}
+	if ordered {
+		return modeOrdered, nil
 	}
 	if other, ok := s.inFlight[key]; ok {
 		s.failure = fmt.Errorf("%w: %s/%d at %d/%d and %d/%d", ErrPartitionConcurrency, pos.Stream, pos.Partition,
 			other.Offset, other.Index, pos.Offset, pos.Index)
 		s.logger.Error("Kafka sink stopped", s.failure, nil)
-		return false, s.failure
-	}
-	if c, ok := s.committed[key]; ok && !positionAfter(pos, c) {
-		return true, nil
+		return modeSkip, s.failure
 	}
 	s.inFlight[key] = pos
-	return false, nil
+	return modeStrict, nil
 }
 
 func (s *KafkaSink) leave(key partitionKey) {
@@ -271,35 +325,57 @@ func (s *KafkaSink) Close() error {
 	return s.closeErr
 }
 
-// run forms batches (group commit) and commits them, one transaction at a time, until Close.
+// run forms batches (group commit) and commits them, one transaction at a time, until Close. Ordered requests
+// that must wait for an earlier message of their partition are kept (deferred) and looked at again with every
+// new request and whenever a handler reports a failure (wake).
 func (s *KafkaSink) run() {
 	defer close(s.done)
+	var deferred []*sinkRequest
+	defer func() {
+		for _, r := range deferred {
+			r.result <- ErrKafkaSinkClosed
+		}
+	}()
 	for {
-		var first *sinkRequest
 		select {
 		case <-s.closing:
 			return
 		default:
 		}
+		var first []*sinkRequest
 		select {
-		case first = <-s.requests:
+		case r := <-s.requests:
+			first = append(first, r)
+		case <-s.wake:
 		case <-s.closing:
 			return
 		}
 		batch := s.gather(first)
-		err := s.commit(batch)
-		for _, r := range batch {
+		if err := s.Err(); err != nil {
+			for _, r := range append(deferred, batch...) {
+				r.result <- err
+			}
+			deferred = nil
+			continue
+		}
+		var ready []*sinkRequest
+		ready, deferred = s.order(append(deferred, batch...))
+		if len(ready) == 0 {
+			continue
+		}
+		err := s.commit(ready)
+		s.settleOrdered(ready, err)
+		for _, r := range ready {
 			r.result <- err
 		}
 	}
 }
 
-// gather adds to first the requests already waiting, and those arriving within MaxBatchDelay, up to
+// gather adds to batch the requests already waiting, and those arriving within MaxBatchDelay, up to
 // MaxBatchMessages.
-func (s *KafkaSink) gather(first *sinkRequest) []*sinkRequest {
-	batch := []*sinkRequest{first}
+func (s *KafkaSink) gather(batch []*sinkRequest) []*sinkRequest {
 	var timeout <-chan time.Time
-	if s.config.MaxBatchDelay > 0 {
+	if s.config.MaxBatchDelay > 0 && len(batch) > 0 {
 		t := time.NewTimer(s.config.MaxBatchDelay)
 		defer t.Stop()
 		timeout = t.C
