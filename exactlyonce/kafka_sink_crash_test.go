@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -33,7 +34,12 @@ const (
 	crashSLSEnv     = "WSLS_EO_KAFKA_CRASH_SLS"   // emulator address
 	crashBrokersEnv = "WSLS_EO_KAFKA_CRASH_BROKERS"
 	crashLastEnv    = "WSLS_EO_KAFKA_CRASH_LAST" // "shard:offset:index,..." of the last log of each shard
+	crashInFlight   = "WSLS_EO_KAFKA_CRASH_INFLIGHT"
 )
+
+// crashFailRate is the share of first attempts the child's handler fails, so that nacks and redeliveries (and,
+// with MaxInFlight above 1, messages waiting behind a failed one) happen between the kills.
+const crashFailRate = 0.005
 
 const (
 	crashProject  = "eo-kafka"
@@ -59,14 +65,21 @@ func slsKafkaPosition(logstore string) PositionFunc {
 }
 
 // TestKafkaSinkCrashSLSToKafka runs an SLS -> Kafka pipeline in a child process (slspubsub.Subscriber resuming
-// from the sink's PositionStore, a watermill Router, the KafkaSink), kills it with SIGKILL K times at random
-// points of its progress, restarts it, lets the last run finish, and then reads the output topic with
-// read_committed: every source log must be there exactly once.
+// from the sink's PositionStore, a watermill Router, the KafkaSink, a handler failing some first attempts), kills
+// it with SIGKILL K times at random points of its progress, restarts it, lets the last run finish, and then reads
+// the output topic with read_committed: every source log must be there exactly once. It runs with one message
+// per shard in flight (strict mode) and with 32 (the SubscriberDecorator's delivery-order mode).
 func TestKafkaSinkCrashSLSToKafka(t *testing.T) {
 	if os.Getenv(crashRoleEnv) == "1" {
 		crashChild(t)
 		return
 	}
+	for _, inFlight := range []int{1, 32} {
+		t.Run(fmt.Sprintf("inflight=%d", inFlight), func(t *testing.T) { crashParent(t, inFlight) })
+	}
+}
+
+func crashParent(t *testing.T, inFlight int) {
 	n := testutil.SoakOr(10_000, 1_000_000)
 	kills := testutil.SoakOr(4, 20)
 
@@ -80,6 +93,7 @@ func TestKafkaSinkCrashSLSToKafka(t *testing.T) {
 		crashSLSEnv+"="+env.Endpoint,
 		crashBrokersEnv+"="+strings.Join(brokers, ","),
 		crashLastEnv+"="+last,
+		crashInFlight+"="+strconv.Itoa(inFlight),
 	)
 	adm := crashAdmin(t, brokers)
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
@@ -148,7 +162,7 @@ func TestKafkaSinkCrashSLSToKafka(t *testing.T) {
 			dups += c - 1
 		}
 	}
-	t.Logf("logs=%d shards=%d kills=%d duplicates=%d losses=%d foreign=%d", n, crashShards, killed, dups, lost, bad)
+	t.Logf("inflight=%d logs=%d shards=%d kills=%d duplicates=%d losses=%d foreign=%d", inFlight, n, crashShards, killed, dups, lost, bad)
 	if dups != 0 || lost != 0 || bad != 0 {
 		t.Errorf("exactly-once broken: %d duplicates, %d losses, %d unreadable outputs", dups, lost, bad)
 	}
@@ -233,6 +247,10 @@ func crashLogEnd(adm *kadm.Client) int64 {
 // crashChild is the pipeline: it runs until the sink committed the last log of every shard, then closes.
 func crashChild(t *testing.T) {
 	addr := os.Getenv(crashSLSEnv)
+	inFlight, err := strconv.Atoi(os.Getenv(crashInFlight))
+	if err != nil {
+		t.Fatalf("child: %s: %v", crashInFlight, err)
+	}
 	brokers := strings.Split(os.Getenv(crashBrokersEnv), ",")
 	want := make(map[int32]Position)
 	for _, s := range strings.Split(os.Getenv(crashLastEnv), ",") {
@@ -261,6 +279,7 @@ func crashChild(t *testing.T) {
 		},
 		FetchInterval:    5 * time.Millisecond,
 		MaxFetchInterval: 20 * time.Millisecond,
+		MaxInFlight:      inFlight,
 		PositionStore:    sink.PositionStore(),
 	}, nil)
 	if err != nil {
@@ -270,7 +289,22 @@ func crashChild(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if inFlight > 1 {
+		router.AddSubscriberDecorators(sink.SubscriberDecorator(slsKafkaPosition(crashLogstore)))
+	}
+	var failMu sync.Mutex
+	failed := make(map[string]bool)
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 2))
 	process := func(msg *message.Message) ([]*message.Message, error) {
+		failMu.Lock()
+		fail := !failed[msg.UUID] && rng.Float64() < crashFailRate
+		if fail {
+			failed[msg.UUID] = true
+		}
+		failMu.Unlock()
+		if fail {
+			return nil, fmt.Errorf("first attempt of %s fails", msg.UUID)
+		}
 		return []*message.Message{message.NewMessage(watermill.NewUUID(), msg.Payload)}, nil
 	}
 	router.AddConsumerHandler("sls-to-kafka", crashLogstore, sub, sink.Handler(process, slsKafkaPosition(crashLogstore)))
