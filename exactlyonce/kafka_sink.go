@@ -31,12 +31,15 @@ var ErrPartitionConcurrency = errors.New("exactlyonce: two messages of one sourc
 // the sink reads the committed positions; the source resumes right after them (PositionStore for SLS,
 // KafkaResumeOffsets for Kafka) and the Handler acks, without producing, every message at or before them.
 //
-// Contract: at most one message per source partition may be in the Handler at a time (slspubsub's default
-// MaxInFlight of 1; watermill-kafka's subscriber delivers one message per partition until it is acked).
 // Messages of different partitions, from any number of router goroutines, handlers and subscribers, are grouped
-// into shared transactions. With several messages of one partition in flight, a failed message could be
-// overtaken by a later one whose committed position then hides it; the sink detects the overlap when it sees
-// it and stops with ErrPartitionConcurrency rather than risk that.
+// into shared transactions (group commit). Within a source partition the sink needs to know the delivery order,
+// or a failed message could be overtaken by a later one whose committed position then hides it. Two ways:
+//   - Strict mode (the default): at most one message per source partition is in the Handler at a time, as with
+//     slspubsub's default MaxInFlight of 1 and watermill-kafka's subscriber. The sink detects an overlap when it
+//     sees one and stops with ErrPartitionConcurrency rather than risk a loss.
+//   - Delivery-order mode: the subscriber is wrapped with SubscriberDecorator, which records positions in
+//     delivery order; then many messages per partition may be in flight (slspubsub MaxInFlight above 1), and a
+//     message commits only after every message delivered before it in its partition. Batches get larger.
 //
 // A transaction that fails is aborted and every message of its batch fails (nack, then redelivery); nothing of
 // it is visible to read_committed readers, so the redelivery produces no duplicate. When the producer is fenced

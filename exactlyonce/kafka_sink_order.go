@@ -111,6 +111,10 @@ func (s *KafkaSink) order(candidates []*sinkRequest) (ready, deferred []*sinkReq
 	defer s.mu.Unlock()
 	for key, rs := range byKey {
 		po := s.orders[key]
+		if po == nil { // nothing recorded for the partition any more: no earlier message to wait for
+			ready = append(ready, rs...)
+			continue
+		}
 		delivered := slices.Clone(po.delivered)
 		slices.SortFunc(delivered, comparePositions)
 		var firstHole *Position

@@ -175,9 +175,13 @@ func cursorString(v int64) string {
 
 // KafkaResumeOffsets returns, for a Kafka source topic, the offset to resume each partition at (the committed
 // offset plus one), for partitions the sink has committed. Partitions absent from the map have nothing committed
-// and start wherever the consumer's own policy says. Give these offsets to the source consumer (e.g. by
-// resetting the consumer group's offsets before starting it, or with sarama's ConsumePartition); messages before
-// them that are redelivered anyway are skipped by the Handler.
+// and start wherever the consumer's own policy says.
+//
+// A consumer-group subscriber (watermill-kafka) needs none of this for correctness: it commits a source offset
+// only after the Handler acked, so its group offset is never ahead of the sink's, and the Handler skips what it
+// redelivers. Use these offsets to start partition consumers without a group (sarama's ConsumePartition), or to
+// move a group's offsets forward (e.g. with kadm.Client.CommitOffsets while the group is empty) so that a new
+// or lagging group does not re-read what is already committed.
 func (s *KafkaSink) KafkaResumeOffsets(topic string) map[int32]int64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -397,3 +397,58 @@ func TestKafkaSinkRejectsPartitionConcurrency(t *testing.T) {
 		t.Errorf("%d outputs committed after the sink stopped", len(outs))
 	}
 }
+
+// TestKafkaSinkCloseLeavesNoGoroutine: no goroutine of the sink, its sarama producer or the positions reader
+// outlives Close, including after a failed transaction restarted the producer session.
+func TestKafkaSinkCloseLeavesNoGoroutine(t *testing.T) {
+	brokers := testutil.Kafka(t, "positions", "out")
+	ksCreateTopic(t, brokers, "tiny", map[string]*string{"max.message.bytes": ptr("1024")})
+	leaked := func() string {
+		var out []string
+		for _, s := range testutil.GoroutineStacks() {
+			if strings.Contains(s, "[running]") {
+				continue
+			}
+			if strings.Contains(s, "github.com/IBM/sarama.") || strings.Contains(s, "franz-go/pkg/kgo.") ||
+				strings.Contains(s, "exactlyonce.(*KafkaSink)") {
+				out = append(out, s)
+			}
+		}
+		return strings.Join(out, "\n\n")
+	}
+	if !testutil.Poll(t, ksWait, "the topic set-up's client goroutines to end", func() (bool, string) {
+		l := leaked()
+		return l == "", l
+	}) {
+		return
+	}
+	cfg := ksConfig(brokers, "leak")
+	cfg.TopicFunc = func(out *message.Message) (string, error) { return out.Metadata.Get("topic"), nil }
+	sink, err := NewKafkaSink(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	process := func(msg *message.Message) ([]*message.Message, error) {
+		out := message.NewMessage("out-"+msg.UUID, make([]byte, 2048))
+		out.Metadata.Set("topic", msg.Metadata.Get("want_topic"))
+		return []*message.Message{out}, nil
+	}
+	h := sink.Handler(process, ksPosition)
+	bad := ksSource("logs", 0, 1)
+	bad.Metadata.Set("want_topic", "tiny")
+	if err := h(bad); err == nil {
+		t.Fatal("a record over the topic's max.message.bytes was committed")
+	}
+	good := ksSource("logs", 0, 1)
+	good.Metadata.Set("want_topic", "out")
+	if err := h(good); err != nil {
+		t.Fatalf("after the producer session restarted: %v", err)
+	}
+	if err := sink.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	testutil.Poll(t, ksWait, "the sink's goroutines to end", func() (bool, string) {
+		l := leaked()
+		return l == "", l
+	})
+}
