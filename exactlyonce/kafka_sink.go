@@ -8,9 +8,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/IBM/sarama"
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // ErrKafkaSinkClosed is returned by the Handler of a KafkaSink that is closed or closing.
@@ -42,16 +42,18 @@ var ErrPartitionConcurrency = errors.New("exactlyonce: two messages of one sourc
 //     message commits only after every message delivered before it in its partition. Batches get larger.
 //
 // A transaction that fails is aborted and every message of its batch fails (nack, then redelivery); nothing of
-// it is visible to read_committed readers, so the redelivery produces no duplicate. When the producer is fenced
-// (ErrKafkaSinkFenced) or hits another fatal error, the sink stops: the Handler fails every message and Err
-// returns the cause; create a new sink to go on.
+// it is visible to read_committed readers, so the redelivery produces no duplicate. When a commit's outcome is
+// unknown (the EndTxn answer was lost), the sink finds out: it starts a new producer session, which makes the
+// broker complete the transaction either way, and reads the positions back; the batch is acked if they show it
+// committed. After every failure the sink re-reads the committed positions, so it never works from stale ones.
+// When the producer is fenced (ErrKafkaSinkFenced) or cannot start a new session, the sink stops: the Handler
+// fails every message and Err returns the cause; create a new sink to go on.
 //
 // KafkaSink is safe for concurrent use. Close it when done; no goroutine outlives Close.
 type KafkaSink struct {
 	config   KafkaSinkConfig
 	logger   watermill.LoggerAdapter
-	client   sarama.Client
-	producer sarama.SyncProducer
+	producer *kgo.Client // the current transactional session; only the batch loop (and Close after it) uses it
 
 	requests chan *sinkRequest
 	closing  chan struct{}
@@ -72,7 +74,7 @@ type KafkaSink struct {
 // sinkRequest is one consumed message ready to be committed: its position and its output records.
 type sinkRequest struct {
 	pos     Position
-	records []*sarama.ProducerMessage
+	records []*kgo.Record
 	ordered bool       // delivered through the SubscriberDecorator
 	result  chan error // buffered: the batch loop never blocks on it
 }
@@ -88,33 +90,20 @@ func NewKafkaSink(config KafkaSinkConfig, logger watermill.LoggerAdapter) (*Kafk
 	if logger == nil {
 		logger = watermill.NopLogger{}
 	}
-	scfg, err := config.saramaConfig()
-	if err != nil {
-		return nil, err
-	}
-	client, err := sarama.NewClient(config.Brokers, scfg)
-	if err != nil {
-		return nil, fmt.Errorf("exactlyonce: Kafka sink: connect to %v: %w", config.Brokers, err)
-	}
-	// The producer initializes its transactional id here: the broker bumps the epoch (fencing older producers)
-	// and completes their open transaction before it answers.
-	producer, err := sarama.NewSyncProducerFromClient(client)
-	if err != nil {
-		_ = client.Close()
-		return nil, fmt.Errorf("exactlyonce: Kafka sink: transactional producer %q: %w", config.TransactionalID, err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), config.LoadTimeout)
-	committed, err := loadPositions(ctx, config.Brokers, config.PositionsTopic, config.Consumer)
-	cancel()
+	defer cancel()
+	producer, err := newProducerSession(ctx, config)
 	if err != nil {
-		_ = producer.Close()
-		_ = client.Close()
+		return nil, fmt.Errorf("exactlyonce: Kafka sink: %w", err)
+	}
+	committed, err := loadPositions(ctx, config)
+	if err != nil {
+		producer.Close()
 		return nil, fmt.Errorf("exactlyonce: Kafka sink: load positions of %q: %w", config.Consumer, err)
 	}
 	s := &KafkaSink{
 		config:    config,
 		logger:    logger.With(watermill.LogFields{"consumer": config.Consumer, "transactional_id": config.TransactionalID}),
-		client:    client,
 		producer:  producer,
 		requests:  make(chan *sinkRequest),
 		closing:   make(chan struct{}),
@@ -172,7 +161,7 @@ const (
 func (s *KafkaSink) prepare(msg *message.Message, pos Position, mode handleMode, process message.HandlerFunc) (*sinkRequest, error) {
 	outs, err := process(msg)
 	if err == nil {
-		var records []*sarama.ProducerMessage
+		var records []*kgo.Record
 		if records, err = s.marshal(outs); err == nil {
 			return &sinkRequest{pos: pos, records: records, ordered: mode == modeOrdered, result: make(chan error, 1)}, nil
 		}
@@ -251,8 +240,8 @@ func (s *KafkaSink) leave(key partitionKey) {
 	s.mu.Unlock()
 }
 
-func (s *KafkaSink) marshal(outs []*message.Message) ([]*sarama.ProducerMessage, error) {
-	records := make([]*sarama.ProducerMessage, 0, len(outs))
+func (s *KafkaSink) marshal(outs []*message.Message) ([]*kgo.Record, error) {
+	records := make([]*kgo.Record, 0, len(outs))
 	for _, out := range outs {
 		topic := s.config.OutputTopic
 		if s.config.TopicFunc != nil {
@@ -264,7 +253,11 @@ func (s *KafkaSink) marshal(outs []*message.Message) ([]*sarama.ProducerMessage,
 		if topic == "" || topic == s.config.PositionsTopic {
 			return nil, fmt.Errorf("output %s: invalid topic %q", out.UUID, topic)
 		}
-		rec, err := s.config.Marshaler.Marshal(topic, out)
+		pm, err := s.config.Marshaler.Marshal(topic, out)
+		if err != nil {
+			return nil, fmt.Errorf("marshal output %s: %w", out.UUID, err)
+		}
+		rec, err := toRecord(pm)
 		if err != nil {
 			return nil, fmt.Errorf("marshal output %s: %w", out.UUID, err)
 		}
@@ -297,32 +290,23 @@ func (s *KafkaSink) Err() error {
 	return s.failure
 }
 
-func (s *KafkaSink) stop(err error) {
-	s.mu.Lock()
-	if s.failure == nil {
-		s.failure = err
-	}
-	s.mu.Unlock()
-	s.logger.Error("Kafka sink stopped", err, nil)
-}
-
-// Close stops accepting messages, lets a transaction being committed finish (its handlers get its result),
-// aborts a transaction left open, and closes the producer. Handlers waiting to join a batch return
-// ErrKafkaSinkClosed. Close is idempotent; it returns the error of closing the producer and client.
+// Close stops accepting messages, lets a transaction being committed finish (its handlers get its result), and
+// closes the producer; a transaction left open is aborted by the broker when the next session with the same
+// transactional id starts, or when it times out. Handlers waiting to join a batch, or waiting behind an earlier
+// message of their partition, return ErrKafkaSinkClosed. Close is idempotent.
 func (s *KafkaSink) Close() error {
 	s.close.Do(func() {
 		close(s.closing)
 		<-s.done
-		if s.producer.TxnStatus()&sarama.ProducerTxnFlagInTransaction != 0 {
-			if err := s.producer.AbortTxn(); err != nil {
-				s.closeErr = errors.Join(s.closeErr, fmt.Errorf("exactlyonce: Kafka sink: abort open transaction: %w", err))
+		if s.producer != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), s.config.CommitTimeout)
+			defer cancel()
+			if err := s.producer.AbortBufferedRecords(ctx); err != nil {
+				s.closeErr = fmt.Errorf("exactlyonce: Kafka sink: abort buffered records: %w", err)
+			} else if err := s.producer.EndTransaction(ctx, kgo.TryAbort); err != nil && !isFenced(err) {
+				s.closeErr = fmt.Errorf("exactlyonce: Kafka sink: abort open transaction: %w", err)
 			}
-		}
-		if err := s.producer.Close(); err != nil {
-			s.closeErr = errors.Join(s.closeErr, fmt.Errorf("exactlyonce: Kafka sink: close producer: %w", err))
-		}
-		if err := s.client.Close(); err != nil && !errors.Is(err, sarama.ErrClosedClient) {
-			s.closeErr = errors.Join(s.closeErr, fmt.Errorf("exactlyonce: Kafka sink: close client: %w", err))
+			s.producer.Close()
 		}
 	})
 	return s.closeErr
@@ -405,7 +389,8 @@ func (s *KafkaSink) gather(batch []*sinkRequest) []*sinkRequest {
 	return batch
 }
 
-// commit produces the batch's outputs and positions in one transaction.
+// commit produces the batch's outputs and positions in one transaction. It returns nil only when the
+// transaction committed.
 func (s *KafkaSink) commit(batch []*sinkRequest) error {
 	if err := s.Err(); err != nil {
 		return err
@@ -419,87 +404,101 @@ func (s *KafkaSink) commit(batch []*sinkRequest) error {
 		}
 		n += len(r.records)
 	}
-	records := make([]*sarama.ProducerMessage, 0, n+len(last))
+	records := make([]*kgo.Record, 0, n+len(last))
 	for _, r := range batch {
 		records = append(records, r.records...)
 	}
 	for _, p := range last {
-		records = append(records, positionMessage(s.config.PositionsTopic, s.config.Consumer, p))
+		records = append(records, positionRecord(s.config.PositionsTopic, s.config.Consumer, p))
 	}
 
-	if err := s.producer.BeginTxn(); err != nil {
-		return s.failed("begin transaction", err)
+	ctx, cancel := context.WithTimeout(context.Background(), s.config.CommitTimeout)
+	defer cancel()
+	if err := s.producer.BeginTransaction(); err != nil {
+		return s.failed(ctx, "begin transaction", err, nil)
 	}
-	if err := s.producer.SendMessages(records); err != nil {
-		return s.failed("produce", firstProducerError(err))
+	if err := s.producer.ProduceSync(ctx, records...).FirstErr(); err != nil {
+		return s.failed(ctx, "produce", err, nil)
 	}
-	if err := s.producer.CommitTxn(); err != nil {
-		return s.failed("commit transaction", err)
+	if err := s.producer.EndTransaction(ctx, kgo.TryCommit); err != nil {
+		if err := s.failed(ctx, "commit transaction", err, last); err != nil {
+			return err
+		}
 	}
 	s.transactions.Add(1)
 	s.messages.Add(int64(len(batch)))
+	s.advance(last)
+	return nil
+}
+
+// advance moves the committed positions forward to the ones of positions that are after them.
+func (s *KafkaSink) advance(positions map[partitionKey]Position) {
 	s.mu.Lock()
-	for key, p := range last {
+	defer s.mu.Unlock()
+	for key, p := range positions {
 		if c, ok := s.committed[key]; !ok || positionAfter(p, c) {
 			s.committed[key] = p
 		}
 	}
-	s.mu.Unlock()
-	return nil
 }
 
-// failed aborts the open transaction after err and starts a new producer session, or stops the sink when the
-// producer was fenced or cannot go on.
+// failed handles a transaction that failed with err during op, and returns nil if it committed after all.
 //
-// The new session (InitProducerId again, same transactional id) matters: after a failed send, sarama may have
-// given sequence numbers to records the broker never saw, and without an epoch bump (brokers before 2.5) every
-// later transaction would fail with OUT_OF_ORDER_SEQUENCE_NUMBER.
-func (s *KafkaSink) failed(op string, err error) error {
+// It aborts what it can, then replaces the producer session: initializing the transactional id again makes the
+// broker complete the old transaction (abort, or finish a commit it had accepted) and resets sequence numbers.
+// It then reads the committed positions back, so the sink never works from stale ones (a paused instance may
+// have been replaced meanwhile). When the commit's outcome was unknown (unsure holds the batch's positions), those
+// positions decide: all committed means the batch committed. A fenced producer, or a session or read that
+// fails, stops the sink.
+func (s *KafkaSink) failed(ctx context.Context, op string, err error, unsure map[partitionKey]Position) error {
 	s.aborted.Add(1)
 	err = fmt.Errorf("exactlyonce: Kafka sink: %s: %w", op, err)
-	status := s.producer.TxnStatus()
-	if status&sarama.ProducerTxnFlagFatalError == 0 &&
-		status&(sarama.ProducerTxnFlagInTransaction|sarama.ProducerTxnFlagInError) != 0 {
-		if abortErr := s.producer.AbortTxn(); abortErr != nil {
-			err = errors.Join(err, fmt.Errorf("exactlyonce: Kafka sink: abort transaction: %w", abortErr))
+	if isFenced(err) {
+		return s.stop(fmt.Errorf("%w: %w", ErrKafkaSinkFenced, err))
+	}
+	if unsure == nil {
+		if abortErr := s.producer.AbortBufferedRecords(ctx); abortErr == nil {
+			_ = s.producer.EndTransaction(ctx, kgo.TryAbort) // the new session aborts it anyway
 		}
 	}
-	if errors.Is(err, sarama.ErrProducerFenced) || errors.Is(err, sarama.ErrInvalidProducerEpoch) {
-		err = fmt.Errorf("%w: %w", ErrKafkaSinkFenced, err)
-		s.stop(err)
-		return err
-	}
-	if closeErr := s.producer.Close(); closeErr != nil {
-		s.logger.Debug("Closing the failed producer session", watermill.LogFields{"error": closeErr.Error()})
-	}
-	producer, perr := sarama.NewSyncProducerFromClient(s.client)
+	s.producer.Close()
+	s.producer = nil
+	producer, perr := newProducerSession(ctx, s.config)
 	if perr != nil {
-		if errors.Is(perr, sarama.ErrProducerFenced) || errors.Is(perr, sarama.ErrInvalidProducerEpoch) {
-			perr = fmt.Errorf("%w: %w", ErrKafkaSinkFenced, perr)
-		}
-		err = errors.Join(err, fmt.Errorf("exactlyonce: Kafka sink: new producer session: %w", perr))
-		s.producer = closedProducer{}
-		s.stop(err)
-		return err
+		return s.stop(errors.Join(err, fmt.Errorf("exactlyonce: Kafka sink: new producer session: %w", perr)))
 	}
 	s.producer = producer
-	return err
-}
-
-// firstProducerError makes the cause of a failed SendMessages reachable with errors.Is: sarama.ProducerErrors
-// does not unwrap.
-func firstProducerError(err error) error {
-	var pes sarama.ProducerErrors
-	if errors.As(err, &pes) && len(pes) > 0 {
-		return fmt.Errorf("%d of the records failed, the first with: %w", len(pes), pes[0].Err)
+	loaded, lerr := loadPositions(ctx, s.config)
+	if lerr != nil {
+		return s.stop(errors.Join(err, fmt.Errorf("exactlyonce: Kafka sink: reload positions: %w", lerr)))
 	}
+	s.advance(loaded)
+	if unsure == nil {
+		return err
+	}
+	committed := 0
+	for key, p := range unsure {
+		if l, ok := loaded[key]; ok && !positionAfter(p, l) {
+			committed++
+		}
+	}
+	switch committed {
+	case 0:
+		return err
+	case len(unsure):
+		s.logger.Info("Kafka sink: a transaction whose commit failed had committed", watermill.LogFields{"error": err.Error()})
+		return nil
+	}
+	return s.stop(fmt.Errorf("%w (and %d of its %d positions are committed, which cannot be)", err, committed, len(unsure)))
+}
+
+// stop records err as the reason the sink stopped and returns it.
+func (s *KafkaSink) stop(err error) error {
+	s.mu.Lock()
+	if s.failure == nil {
+		s.failure = err
+	}
+	s.mu.Unlock()
+	s.logger.Error("Kafka sink stopped", err, nil)
 	return err
 }
-
-// closedProducer stands in for a producer that could not be restarted, so Close has nothing to abort or close.
-type closedProducer struct{ sarama.SyncProducer }
-
-func (closedProducer) TxnStatus() sarama.ProducerTxnStatusFlag {
-	return sarama.ProducerTxnFlagFatalError
-}
-func (closedProducer) Close() error { return nil }

@@ -5,15 +5,16 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/IBM/sarama"
 	"github.com/ThreeDotsLabs/watermill-kafka/v3/pkg/kafka"
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // Defaults of KafkaSinkConfig.
 const (
 	DefaultKafkaSinkMaxBatchMessages = 1000
 	DefaultKafkaSinkLoadTimeout      = time.Minute
+	DefaultKafkaSinkCommitTimeout    = time.Minute
 )
 
 // KafkaSinkTopicFunc chooses the Kafka topic of an output message. It must be safe for concurrent use.
@@ -25,11 +26,12 @@ type KafkaSinkConfig struct {
 	// Brokers are the seed broker addresses ("host:port").
 	Brokers []string
 
-	// Sarama is the base client configuration (TLS, SASL, version, client id, timeouts). Nil means
-	// sarama.NewConfig(). The sink works on a copy and overrides what transactions need: Producer.Idempotent,
-	// Producer.Transaction.ID, Producer.RequiredAcks = WaitForAll, Producer.Return.Successes/Errors,
-	// Net.MaxOpenRequests = 1. Version must be at least 0.11 (sarama's default, 2.1, is fine).
-	Sarama *sarama.Config
+	// ClientOptions are extra franz-go client options for the producer and the positions reader: TLS
+	// (kgo.DialTLSConfig), SASL (kgo.SASL), kgo.ClientID, kgo.TransactionTimeout (default 40 s), timeouts. The
+	// sink sets the seed brokers and the transactional id itself, and places keyed records on partitions as
+	// sarama's default partitioner does (so keys land where watermill-kafka's publisher would put them); an
+	// option here may replace the partitioner.
+	ClientOptions []kgo.Opt
 
 	// Consumer names the pipeline whose positions the sink commits: positions are keyed by
 	// (Consumer, stream, partition) in PositionsTopic. Two pipelines reading the same source need two names.
@@ -65,8 +67,13 @@ type KafkaSinkConfig struct {
 	// previous transaction commits. A small delay (a few ms) gives larger batches when handlers are few.
 	MaxBatchDelay time.Duration
 
-	// LoadTimeout bounds reading the committed positions in NewKafkaSink. Default 1 minute.
+	// LoadTimeout bounds starting the producer session and reading the committed positions in NewKafkaSink.
+	// Default 1 minute.
 	LoadTimeout time.Duration
+
+	// CommitTimeout bounds one transaction: producing its records and committing, and, after a failure, starting
+	// a new producer session and reading the positions back. Default 1 minute.
+	CommitTimeout time.Duration
 }
 
 func (c *KafkaSinkConfig) setDefaults() {
@@ -78,6 +85,9 @@ func (c *KafkaSinkConfig) setDefaults() {
 	}
 	if c.LoadTimeout == 0 {
 		c.LoadTimeout = DefaultKafkaSinkLoadTimeout
+	}
+	if c.CommitTimeout == 0 {
+		c.CommitTimeout = DefaultKafkaSinkCommitTimeout
 	}
 }
 
@@ -119,28 +129,13 @@ func (c KafkaSinkConfig) Validate() error {
 	if c.LoadTimeout < 0 {
 		bad("LoadTimeout", "= %v, must not be negative (0 selects the default)", c.LoadTimeout)
 	}
-	if c.Sarama != nil && !c.Sarama.Version.IsAtLeast(sarama.V0_11_0_0) {
-		bad("Sarama.Version", "= %s, transactions need 0.11.0.0 or later", c.Sarama.Version)
+	if c.CommitTimeout < 0 {
+		bad("CommitTimeout", "= %v, must not be negative (0 selects the default)", c.CommitTimeout)
+	}
+	for i, o := range c.ClientOptions {
+		if o == nil {
+			bad(fmt.Sprintf("ClientOptions[%d]", i), "is nil")
+		}
 	}
 	return errors.Join(errs...)
-}
-
-// saramaConfig returns the producer configuration: a copy of c.Sarama with what transactions need.
-func (c KafkaSinkConfig) saramaConfig() (*sarama.Config, error) {
-	var cfg sarama.Config
-	if c.Sarama != nil {
-		cfg = *c.Sarama
-	} else {
-		cfg = *sarama.NewConfig()
-	}
-	cfg.Producer.Idempotent = true
-	cfg.Producer.Transaction.ID = c.TransactionalID
-	cfg.Producer.RequiredAcks = sarama.WaitForAll
-	cfg.Producer.Return.Successes = true
-	cfg.Producer.Return.Errors = true
-	cfg.Net.MaxOpenRequests = 1
-	if err := cfg.Validate(); err != nil {
-		return nil, fmt.Errorf("exactlyonce: KafkaSinkConfig.Sarama: %w", err)
-	}
-	return &cfg, nil
 }

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"strconv"
 
-	"github.com/IBM/sarama"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -28,7 +27,7 @@ func positionAfter(p, q Position) bool {
 }
 
 // positionRecord is the value of a record of the positions topic.
-type positionRecord struct {
+type positionValue struct {
 	Consumer  string `json:"consumer"`
 	Stream    string `json:"stream"`
 	Partition int32  `json:"partition"`
@@ -43,26 +42,24 @@ func positionRecordKey(consumer string, k partitionKey) []byte {
 	return b
 }
 
-func positionMessage(topic, consumer string, p Position) *sarama.ProducerMessage {
-	v, _ := json.Marshal(positionRecord{Consumer: consumer, Stream: p.Stream, Partition: p.Partition, Offset: p.Offset, Index: p.Index})
-	return &sarama.ProducerMessage{
-		Topic: topic,
-		Key:   sarama.ByteEncoder(positionRecordKey(consumer, partitionKey{p.Stream, p.Partition})),
-		Value: sarama.ByteEncoder(v),
-	}
+func positionRecord(topic, consumer string, p Position) *kgo.Record {
+	v, _ := json.Marshal(positionValue{Consumer: consumer, Stream: p.Stream, Partition: p.Partition, Offset: p.Offset, Index: p.Index})
+	return &kgo.Record{Topic: topic, Key: positionRecordKey(consumer, partitionKey{p.Stream, p.Partition}), Value: v}
 }
 
 // loadPositions reads the positions of consumer committed in topic, with read_committed isolation, up to the last
 // stable offset of each partition as it is when the read starts. Records of the same key are applied in log order
 // (the newest wins, as compaction keeps it). A topic that does not exist reads as empty.
-func loadPositions(ctx context.Context, brokers []string, topic, consumer string) (map[partitionKey]Position, error) {
-	cl, err := kgo.NewClient(
-		kgo.SeedBrokers(brokers...),
+func loadPositions(ctx context.Context, config KafkaSinkConfig) (map[partitionKey]Position, error) {
+	topic, consumer := config.PositionsTopic, config.Consumer
+	opts := append([]kgo.Opt{kgo.SeedBrokers(config.Brokers...)}, config.ClientOptions...)
+	opts = append(opts,
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		// Control records (commit and abort markers) are returned so that reading can stop at the last stable
 		// offset even when the last record before it is a marker.
 		kgo.KeepControlRecords(),
 	)
+	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("client for the positions topic %s: %w", topic, err)
 	}
@@ -133,7 +130,7 @@ func loadPositions(ctx context.Context, brokers []string, topic, consumer string
 			if r.Attrs.IsControl() {
 				return
 			}
-			var rec positionRecord
+			var rec positionValue
 			if err := json.Unmarshal(r.Value, &rec); err != nil {
 				decodeErr = errors.Join(decodeErr, fmt.Errorf("record %s/%d@%d: %w", topic, r.Partition, r.Offset, err))
 				return

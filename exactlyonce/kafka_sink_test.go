@@ -2,15 +2,14 @@ package exactlyonce
 
 import (
 	"context"
+	crand "crypto/rand"
 	"errors"
-	"fmt"
 	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/IBM/sarama"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -19,8 +18,6 @@ import (
 )
 
 func TestKafkaSinkConfigValidate(t *testing.T) {
-	old := sarama.NewConfig()
-	old.Version = sarama.V0_10_2_0
 	tests := []struct {
 		name   string
 		mutate func(*KafkaSinkConfig)
@@ -36,9 +33,10 @@ func TestKafkaSinkConfigValidate(t *testing.T) {
 		{"empty broker", func(c *KafkaSinkConfig) { c.Brokers = []string{"a:1", ""} }, []string{"Brokers[1]"}},
 		{"output is positions", func(c *KafkaSinkConfig) { c.OutputTopic = c.PositionsTopic }, []string{"OutputTopic"}},
 		{"negative limits", func(c *KafkaSinkConfig) {
-			c.MaxBatchMessages, c.MaxBatchDelay, c.LoadTimeout = -1, -time.Second, -time.Second
-		}, []string{"MaxBatchMessages", "MaxBatchDelay", "LoadTimeout"}},
-		{"old protocol", func(c *KafkaSinkConfig) { c.Sarama = old }, []string{"Sarama.Version"}},
+			c.MaxBatchMessages, c.MaxBatchDelay, c.LoadTimeout, c.CommitTimeout = -1, -time.Second, -time.Second, -time.Second
+		}, []string{"MaxBatchMessages", "MaxBatchDelay", "LoadTimeout", "CommitTimeout"}},
+		{"nil client option", func(c *KafkaSinkConfig) { c.ClientOptions = []kgo.Opt{kgo.ClientID("x"), nil} },
+			[]string{"ClientOptions[1]"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -225,15 +223,13 @@ func TestKafkaSinkFencesZombie(t *testing.T) {
 // commits once.
 //
 // The failure is the broker's: on the first attempt message A also writes a record larger than the topic "small"
-// accepts (max.message.bytes). A producer interceptor holds that record back until A's good record is in the log
-// of "out", so the aborted transaction has data in the log for read_committed readers to skip.
+// accepts (max.message.bytes); the broker writes the other records of the transaction, which is then aborted,
+// so the log of "out" holds data that read_committed readers must skip.
 func TestKafkaSinkAbortedBatch(t *testing.T) {
 	brokers := testutil.Kafka(t, "positions", "out")
 	ksCreateTopic(t, brokers, "small", map[string]*string{"max.message.bytes": ptr("1024")})
 	cfg := ksConfig(brokers, "abort")
 	cfg.MaxBatchDelay = 300 * time.Millisecond // A and B in one transaction
-	cfg.Sarama = sarama.NewConfig()
-	cfg.Sarama.Producer.Interceptors = []sarama.ProducerInterceptor{holdUntilInLog{t, brokers, "small", "out"}}
 	cfg.TopicFunc = func(out *message.Message) (string, error) { return out.Metadata.Get("topic"), nil }
 	sink := ksNewSink(t, cfg)
 	var attemptsA atomic.Int32
@@ -242,7 +238,7 @@ func TestKafkaSinkAbortedBatch(t *testing.T) {
 		out.Metadata.Set("topic", "out")
 		outs := []*message.Message{out}
 		if msg.Metadata.Get(ksPartitionKey) == "0" && attemptsA.Add(1) == 1 {
-			big := message.NewMessage("big-"+msg.UUID, make([]byte, 4<<10))
+			big := message.NewMessage("big-"+msg.UUID, incompressible(4<<10))
 			big.Metadata.Set("topic", "small")
 			outs = append(outs, big)
 		}
@@ -294,32 +290,12 @@ func TestKafkaSinkAbortedBatch(t *testing.T) {
 
 func ptr[T any](v T) *T { return &v }
 
-// holdUntilInLog delays each record for topic hold until topic wait has a record in its log.
-type holdUntilInLog struct {
-	t          testing.TB
-	brokers    []string
-	hold, wait string
-}
-
-func (h holdUntilInLog) OnSend(msg *sarama.ProducerMessage) {
-	if msg.Topic != h.hold {
-		return
-	}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(h.brokers...))
-	if err != nil {
-		h.t.Error(err)
-		return
-	}
-	defer cl.Close()
-	adm := kadm.NewClient(cl)
-	testutil.Poll(h.t, ksWait, "a record in "+h.wait, func() (bool, string) {
-		ends, err := adm.ListEndOffsets(context.Background(), h.wait)
-		if err != nil {
-			return false, err.Error()
-		}
-		o, _ := ends.Lookup(h.wait, 0)
-		return o.Offset > 0, fmt.Sprintf("end offset %d", o.Offset)
-	})
+// incompressible returns n random bytes: the producer compresses batches, and a record meant to exceed a
+// topic's max.message.bytes must stay large.
+func incompressible(n int) []byte {
+	b := make([]byte, n)
+	_, _ = crand.Read(b)
+	return b
 }
 
 func ksCreateTopic(t testing.TB, brokers []string, topic string, configs map[string]*string) {
@@ -429,7 +405,7 @@ func TestKafkaSinkCloseLeavesNoGoroutine(t *testing.T) {
 		t.Fatal(err)
 	}
 	process := func(msg *message.Message) ([]*message.Message, error) {
-		out := message.NewMessage("out-"+msg.UUID, make([]byte, 2048))
+		out := message.NewMessage("out-"+msg.UUID, incompressible(2048))
 		out.Metadata.Set("topic", msg.Metadata.Get("want_topic"))
 		return []*message.Message{out}, nil
 	}
