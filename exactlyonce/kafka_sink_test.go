@@ -12,7 +12,9 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/watermill-sls/watermill-sls/internal/testutil"
 )
@@ -427,4 +429,63 @@ func TestKafkaSinkCloseLeavesNoGoroutine(t *testing.T) {
 		l := leaked()
 		return l == "", l
 	})
+}
+
+// TestKafkaSinkCommitOutcomeUnknown: when the connection drops on EndTxn, the sink cannot know whether the
+// broker committed. It starts a new producer session (which completes the transaction broker-side), reads the
+// positions back, and reports the batch by what they say: here the commit never reached the broker, so the
+// message fails, nothing is visible, and its redelivery commits once. The fault needs kfake's request control,
+// so this test runs its own kfake cluster.
+func TestKafkaSinkCommitOutcomeUnknown(t *testing.T) {
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "positions", "out"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cluster.Close)
+	var armed atomic.Bool
+	var dropped atomic.Int32
+	armed.Store(true)
+	cluster.ControlKey(int16(kmsg.EndTxn), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		cluster.KeepControl()
+		if req.(*kmsg.EndTxnRequest).Commit && armed.Load() {
+			dropped.Add(1)
+			return nil, errors.New("connection lost before the answer"), true
+		}
+		return nil, nil, false
+	})
+	brokers := cluster.ListenAddrs()
+	cfg := ksConfig(brokers, "unknown")
+	// The client retries a request whose connection broke; give up soon so that the outcome stays unknown.
+	cfg.ClientOptions = []kgo.Opt{kgo.RequestRetries(1), kgo.RetryTimeout(2 * time.Second)}
+	sink := ksNewSink(t, cfg)
+	h := sink.Handler(ksEcho, ksPosition)
+	msg := ksSource("logs", 0, 7)
+	err = h(msg)
+	armed.Store(false)
+	t.Logf("EndTxn commits dropped: %d", dropped.Load())
+	if dropped.Load() == 0 {
+		t.Fatal("the EndTxn commit was never sent")
+	}
+	if err == nil {
+		t.Fatal("a message whose commit never reached the broker was acked")
+	}
+	t.Logf("handler error: %v", err)
+	if err := sink.Err(); err != nil {
+		t.Fatalf("the sink stopped: %v", err)
+	}
+	if p, ok := sink.CommittedPosition("logs", 0); ok {
+		t.Errorf("position advanced to %+v", p)
+	}
+	if outs := readOutputs(t, brokers, "out"); len(outs) != 0 {
+		t.Errorf("read_committed reader sees %d outputs of the transaction that did not commit", len(outs))
+	}
+	if err := h(msg); err != nil {
+		t.Fatalf("redelivery: %v", err)
+	}
+	if outs := readOutputs(t, brokers, "out"); len(outs) != 1 {
+		t.Errorf("read_committed outputs after the redelivery: %d, want 1", len(outs))
+	}
+	if st := sink.Stats(); st.Transactions != 1 || st.Aborted != 1 {
+		t.Errorf("stats %+v, want 1 committed and 1 failed transaction", st)
+	}
 }
