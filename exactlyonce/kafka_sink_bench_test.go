@@ -12,23 +12,28 @@ import (
 )
 
 // BenchmarkKafkaSink measures the sink's throughput on kfake over TCP: b.N messages of 100 bytes, each with one
-// output, from one goroutine per source partition (one message per partition in flight, the Handler's contract).
-// Batches form from the partitions waiting while a transaction commits, so the number of partitions and
-// MaxBatchDelay set the batch size; msgs/s and msgs/txn are reported.
+// output. Each source partition has a goroutine that delivers its messages in order with up to inflight of them
+// in the Handler at once (1: strict mode; more: delivery-order mode, positions recorded as the
+// SubscriberDecorator records them). Batches form from the messages waiting while a transaction commits, so
+// partitions × inflight and MaxBatchDelay set the batch size; msgs/s and msgs/txn are reported.
 func BenchmarkKafkaSink(b *testing.B) {
 	for _, bc := range []struct {
-		partitions int
-		delay      time.Duration
-		maxBatch   int
+		partitions, inflight int
+		delay                time.Duration
+		maxBatch             int
 	}{
-		{1, 0, 0},
-		{8, 0, 0},
-		{64, 0, 0},
-		{256, 0, 0},
-		{256, 0, 16},
-		{256, 2 * time.Millisecond, 0},
+		{1, 1, 0, 0},
+		{8, 1, 0, 0},
+		{64, 1, 0, 0},
+		{256, 1, 0, 0},
+		{256, 1, 0, 16},
+		{256, 1, 2 * time.Millisecond, 0},
+		{1, 64, 0, 0},
+		{8, 32, 0, 0},
+		{8, 128, 0, 0},
 	} {
-		b.Run(fmt.Sprintf("partitions=%d/delay=%v/max=%d", bc.partitions, bc.delay, bc.maxBatch), func(b *testing.B) {
+		name := fmt.Sprintf("partitions=%d/inflight=%d/delay=%v/max=%d", bc.partitions, bc.inflight, bc.delay, bc.maxBatch)
+		b.Run(name, func(b *testing.B) {
 			brokers := testutil.KafkaWithPartitions(b, 4, "positions", "out")
 			cfg := ksConfig(brokers, "bench")
 			cfg.MaxBatchDelay, cfg.MaxBatchMessages = bc.delay, bc.maxBatch
@@ -43,18 +48,38 @@ func BenchmarkKafkaSink(b *testing.B) {
 			var mu sync.Mutex
 			b.ResetTimer()
 			start := time.Now()
+			fail := func(err error) {
+				mu.Lock()
+				failed = err
+				mu.Unlock()
+			}
 			for p := range bc.partitions {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
+					slots := make(chan struct{}, bc.inflight)
+					var handlers sync.WaitGroup
 					for off := p; off < b.N; off += bc.partitions {
-						if err := h(ksSource("bench", int32(p), int64(off))); err != nil {
-							mu.Lock()
-							failed = err
-							mu.Unlock()
-							return
+						msg := ksSource("bench", int32(p), int64(off))
+						if bc.inflight == 1 {
+							if err := h(msg); err != nil {
+								fail(err)
+								return
+							}
+							continue
 						}
+						slots <- struct{}{}
+						sink.deliver(Position{Stream: "bench", Partition: int32(p), Offset: int64(off)})
+						handlers.Add(1)
+						go func() {
+							defer handlers.Done()
+							if err := h(msg); err != nil {
+								fail(err)
+							}
+							<-slots
+						}()
 					}
+					handlers.Wait()
 				}()
 			}
 			wg.Wait()
