@@ -487,6 +487,7 @@ func (s *KafkaSink) failed(ctx context.Context, op string, err error, unsure map
 		return err
 	case len(unsure):
 		s.logger.Info("Kafka sink: a transaction whose commit failed had committed", watermill.LogFields{"error": err.Error()})
+		s.aborted.Add(-1)
 		return nil
 	}
 	return s.stop(fmt.Errorf("%w (and %d of its %d positions are committed, which cannot be)", err, committed, len(unsure)))
