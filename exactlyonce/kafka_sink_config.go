@@ -45,8 +45,9 @@ type KafkaSinkConfig struct {
 	TransactionalID string
 
 	// PositionsTopic holds the committed source positions, one record per (Consumer, stream, partition) and
-	// transaction. Create it with cleanup.policy=compact: only the newest record of each key is needed. A topic
-	// that does not exist yet reads as "nothing committed".
+	// transaction. Create it before the first start, with cleanup.policy=compact (only the newest record of each
+	// key is needed); NewKafkaSink fails when it does not exist, rather than start over from nothing committed.
+	// Several consumers may share it.
 	PositionsTopic string
 
 	// OutputTopic is the topic of every output message, used when TopicFunc is nil.

@@ -49,7 +49,8 @@ func positionRecord(topic, consumer string, p Position) *kgo.Record {
 
 // loadPositions reads the positions of consumer committed in topic, with read_committed isolation, up to the last
 // stable offset of each partition as it is when the read starts. Records of the same key are applied in log order
-// (the newest wins, as compaction keeps it). A topic that does not exist reads as empty.
+// (the newest wins, as compaction keeps it). A topic that does not exist is an error: reading it as "nothing
+// committed" would reprocess everything after the topic was lost or misnamed.
 func loadPositions(ctx context.Context, config KafkaSinkConfig) (map[partitionKey]Position, error) {
 	topic, consumer := config.PositionsTopic, config.Consumer
 	opts := append([]kgo.Opt{kgo.SeedBrokers(config.Brokers...)}, config.ClientOptions...)
@@ -79,9 +80,10 @@ func loadPositions(ctx context.Context, config KafkaSinkConfig) (map[partitionKe
 	var listErr error
 	ends.Each(func(o kadm.ListedOffset) {
 		if o.Err != nil {
-			if !errors.Is(o.Err, kerr.UnknownTopicOrPartition) {
-				listErr = errors.Join(listErr, fmt.Errorf("last stable offset of %s/%d: %w", topic, o.Partition, o.Err))
+			if errors.Is(o.Err, kerr.UnknownTopicOrPartition) {
+				o.Err = fmt.Errorf("%w: the positions topic must exist (create it with cleanup.policy=compact)", o.Err)
 			}
+			listErr = errors.Join(listErr, fmt.Errorf("last stable offset of %s/%d: %w", topic, o.Partition, o.Err))
 			return
 		}
 		s, ok := starts.Lookup(topic, o.Partition)
@@ -98,6 +100,9 @@ func loadPositions(ctx context.Context, config KafkaSinkConfig) (map[partitionKe
 		return nil, listErr
 	}
 	positions := make(map[partitionKey]Position)
+	if len(ends) == 0 {
+		return nil, fmt.Errorf("the positions topic %s does not exist: create it (cleanup.policy=compact)", topic)
+	}
 	if len(remaining) == 0 {
 		return positions, nil
 	}

@@ -489,3 +489,20 @@ func TestKafkaSinkCommitOutcomeUnknown(t *testing.T) {
 		t.Errorf("stats %+v, want 1 committed and 1 failed transaction", st)
 	}
 }
+
+// TestKafkaSinkNeedsPositionsTopic: a missing positions topic fails NewKafkaSink, naming it, instead of reading
+// as "nothing committed" (which would reprocess everything).
+func TestKafkaSinkNeedsPositionsTopic(t *testing.T) {
+	brokers := testutil.Kafka(t, "out")
+	cfg := ksConfig(brokers, "missing")
+	cfg.PositionsTopic = "no-such-positions"
+	cfg.LoadTimeout = 10 * time.Second
+	s, err := NewKafkaSink(cfg, nil)
+	if err == nil {
+		_ = s.Close()
+		t.Fatal("NewKafkaSink started without its positions topic")
+	}
+	if !strings.Contains(err.Error(), "no-such-positions") {
+		t.Errorf("error %q does not name the positions topic", err)
+	}
+}
