@@ -303,6 +303,11 @@ func crashChild(t *testing.T) {
 		}
 		failMu.Unlock()
 		if fail {
+			if inFlight > 1 {
+				// Fail late, once later logs of the shard are in flight (and likely waiting to commit): a sink
+				// that let them commit first would hide this log from its redelivery.
+				crashWaitForLaterLogs(sink, msg)
+			}
 			return nil, fmt.Errorf("first attempt of %s fails", msg.UUID)
 		}
 		return []*message.Message{message.NewMessage(watermill.NewUUID(), msg.Payload)}, nil
@@ -334,5 +339,33 @@ func crashChild(t *testing.T) {
 	}
 	if err := sink.Close(); err != nil {
 		t.Errorf("child: sink close: %v", err)
+	}
+}
+
+// crashWaitForLaterLogs waits, for at most a second, until logs of msg's shard delivered after msg are in flight.
+func crashWaitForLaterLogs(sink *KafkaSink, msg *message.Message) {
+	pos, err := slsKafkaPosition(crashLogstore)(msg)
+	if err != nil {
+		return
+	}
+	key := partitionKey{pos.Stream, pos.Partition}
+	deadline := time.Now().Add(time.Second)
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	for time.Now().Before(deadline) {
+		sink.mu.Lock()
+		n := 0
+		if po := sink.orders[key]; po != nil {
+			for _, d := range po.delivered {
+				if positionAfter(d, pos) {
+					n++
+				}
+			}
+		}
+		sink.mu.Unlock()
+		if n >= 4 {
+			return
+		}
+		<-tick.C
 	}
 }
