@@ -175,3 +175,43 @@ func TestKafkaSinkDeliveryOrderRetryMiddleware(t *testing.T) {
 		t.Errorf("position = %+v, %v; want offset 2", p, ok)
 	}
 }
+
+// TestKafkaSinkCloseReleasesWaitingBehind: a handler whose message waits behind an earlier one of its partition
+// returns ErrKafkaSinkClosed at Close, and nothing of it commits.
+func TestKafkaSinkCloseReleasesWaitingBehind(t *testing.T) {
+	brokers := testutil.Kafka(t, "positions", "out")
+	sink := ksNewSink(t, ksConfig(brokers, "order-close"))
+	src := &chanSubscriber{ch: make(chan *message.Message)}
+	decorated, err := sink.SubscriberDecorator(ksPosition)(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := decorated.Subscribe(context.Background(), "logs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = decorated.Close() })
+	h := sink.Handler(ksEcho, ksPosition)
+	msgs := deliverAll(t, src, out, ksSource("logs", 0, 1), ksSource("logs", 0, 2))
+	waiting := make(chan error, 1)
+	go func() { waiting <- h(msgs[1]) }() // offset 1 is never handled
+	if err := h(ksSource("logs", 1, 1)); err != nil { // the loop has looked at offset 2 by now, or will
+		t.Fatal(err)
+	}
+	if err := sink.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	select {
+	case err := <-waiting:
+		if !errors.Is(err, ErrKafkaSinkClosed) {
+			t.Errorf("handler waiting behind an earlier message: %v, want ErrKafkaSinkClosed", err)
+		}
+	case <-time.After(ksWait):
+		t.Fatal("handler waiting behind an earlier message is stranded after Close")
+	}
+	for _, m := range readOutputs(t, brokers, "out") {
+		if m.UUID == "out-logs-0-2" {
+			t.Errorf("offset 2 committed although offset 1 never was")
+		}
+	}
+}
