@@ -194,7 +194,7 @@ func TestKafkaSinkCloseReleasesWaitingBehind(t *testing.T) {
 	h := sink.Handler(ksEcho, ksPosition)
 	msgs := deliverAll(t, src, out, ksSource("logs", 0, 1), ksSource("logs", 0, 2))
 	waiting := make(chan error, 1)
-	go func() { waiting <- h(msgs[1]) }() // offset 1 is never handled
+	go func() { waiting <- h(msgs[1]) }()             // offset 1 is never handled
 	if err := h(ksSource("logs", 1, 1)); err != nil { // the loop has looked at offset 2 by now, or will
 		t.Fatal(err)
 	}
