@@ -35,10 +35,12 @@ func removePosition(ps []Position, p Position) ([]Position, bool) {
 //
 //	router.AddSubscriberDecorators(sink.SubscriberDecorator(position))
 //
-// or wrap the subscriber itself. A failed message must come back: nacked and redelivered, or retried through
-// the same Handler (watermill's Retry middleware). A middleware that acks a failed message instead (PoisonQueue)
-// leaves a hole that blocks the rest of its partition; use PoisonQueue only without this decorator, where at most
-// one message per partition may be in flight.
+// or wrap the subscriber itself. Every delivered message must reach the Handler: a middleware or filter that
+// acks a message without calling the Handler leaves it pending, and the messages after it in its partition wait
+// (until Close). A failed message must come back: nacked and redelivered, or retried through the same Handler
+// (watermill's Retry middleware). A middleware that acks a failed message instead (PoisonQueue) leaves a hole
+// that blocks the rest of its partition; use PoisonQueue only without this decorator, where at most one message
+// per partition may be in flight.
 func (s *KafkaSink) SubscriberDecorator(position PositionFunc) message.SubscriberDecorator {
 	return message.MessageTransformSubscriberDecorator(func(msg *message.Message) {
 		pos, err := position(msg)
