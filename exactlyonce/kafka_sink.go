@@ -198,7 +198,7 @@ func (s *KafkaSink) submit(msg *message.Message, req *sinkRequest) error {
 func (s *KafkaSink) enter(key partitionKey, pos Position) (handleMode, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if c, ok := s.committed[key]; ok && !positionAfter(pos, c) {
+	if c, ok := s.committed[key]; ok && !pos.After(c) {
 		if po := s.orders[key]; po != nil {
 			po.delivered, _ = removePosition(po.delivered, pos)
 			s.wakeLoop() // requests behind it may go

@@ -97,7 +97,7 @@ func (s *KafkaSink) commit(batch []*sinkRequest) error {
 	n := 0
 	for _, r := range batch {
 		key := partitionKey{r.pos.Stream, r.pos.Partition}
-		if p, ok := last[key]; !ok || positionAfter(r.pos, p) {
+		if p, ok := last[key]; !ok || r.pos.After(p) {
 			last[key] = r.pos
 		}
 		n += len(r.records)
@@ -134,7 +134,7 @@ func (s *KafkaSink) advance(positions map[partitionKey]Position) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for key, p := range positions {
-		if c, ok := s.committed[key]; !ok || positionAfter(p, c) {
+		if c, ok := s.committed[key]; !ok || p.After(c) {
 			s.committed[key] = p
 		}
 	}
@@ -176,7 +176,7 @@ func (s *KafkaSink) failed(ctx context.Context, op string, err error, unsure map
 	}
 	committed := 0
 	for key, p := range unsure {
-		if l, ok := loaded[key]; ok && !positionAfter(p, l) {
+		if l, ok := loaded[key]; ok && !p.After(l) {
 			committed++
 		}
 	}

@@ -322,7 +322,7 @@ func crashChild(t *testing.T) {
 		}
 		var behind []string
 		for shard, last := range want {
-			if p, ok := sink.CommittedPosition(crashLogstore, shard); !ok || positionAfter(last, p) {
+			if p, ok := sink.CommittedPosition(crashLogstore, shard); !ok || last.After(p) {
 				behind = append(behind, fmt.Sprintf("%d at %+v", shard, p))
 			}
 		}
@@ -357,7 +357,7 @@ func crashWaitForLaterLogs(sink *KafkaSink, msg *message.Message) {
 		n := 0
 		if po := sink.orders[key]; po != nil {
 			for _, d := range po.delivered {
-				if positionAfter(d, pos) {
+				if d.After(pos) {
 					n++
 				}
 			}

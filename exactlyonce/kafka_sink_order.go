@@ -56,7 +56,7 @@ func (s *KafkaSink) deliver(pos Position) {
 	key := partitionKey{pos.Stream, pos.Partition}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if c, ok := s.committed[key]; ok && !positionAfter(pos, c) {
+	if c, ok := s.committed[key]; ok && !pos.After(c) {
 		return
 	}
 	po := s.orders[key]
@@ -118,19 +118,19 @@ func (s *KafkaSink) order(candidates []*sinkRequest) (ready, deferred []*sinkReq
 			continue
 		}
 		delivered := slices.Clone(po.delivered)
-		slices.SortFunc(delivered, comparePositions)
+		slices.SortFunc(delivered, Position.Compare)
 		var firstHole *Position
 		for i := range po.holes {
-			if firstHole == nil || positionAfter(*firstHole, po.holes[i]) {
+			if firstHole == nil || firstHole.After(po.holes[i]) {
 				firstHole = &po.holes[i]
 			}
 		}
-		slices.SortFunc(rs, func(a, b *sinkRequest) int { return comparePositions(a.pos, b.pos) })
+		slices.SortFunc(rs, func(a, b *sinkRequest) int { return a.pos.Compare(b.pos) })
 		// Walk the delivered messages in position order: each request is ready while every message before it
 		// is a ready request too, and no hole comes before it.
 		i := 0
 		for _, d := range delivered {
-			if i == len(rs) || rs[i].pos != d || (firstHole != nil && positionAfter(d, *firstHole)) {
+			if i == len(rs) || rs[i].pos != d || (firstHole != nil && d.After(*firstHole)) {
 				break
 			}
 			ready = append(ready, rs[i])
@@ -161,16 +161,6 @@ func (s *KafkaSink) settleOrdered(batch []*sinkRequest, err error) {
 			}
 		}
 	}
-}
-
-func comparePositions(a, b Position) int {
-	switch {
-	case positionAfter(a, b):
-		return 1
-	case positionAfter(b, a):
-		return -1
-	}
-	return 0
 }
 
 // enterOrdered decides for a message of a partition in delivery-order mode; callers hold s.mu. ok is false when

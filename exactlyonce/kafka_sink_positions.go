@@ -2,11 +2,9 @@ package exactlyonce
 
 import (
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -14,17 +12,6 @@ import (
 
 	"github.com/watermill-sls/watermill-sls/slspubsub"
 )
-
-// partitionKey identifies a source partition.
-type partitionKey struct {
-	stream    string
-	partition int32
-}
-
-// positionAfter reports whether p comes after q; both belong to the same (stream, partition).
-func positionAfter(p, q Position) bool {
-	return p.Offset > q.Offset || (p.Offset == q.Offset && p.Index > q.Index)
-}
 
 // positionRecord is the value of a record of the positions topic.
 type positionValue struct {
@@ -167,12 +154,7 @@ func (k kafkaSinkSLSPositions) LoadPosition(_ context.Context, logstore string, 
 	if !ok {
 		return slspubsub.Position{}, false, nil
 	}
-	return slspubsub.Position{Shard: shard, Cursor: cursorString(p.Offset), Index: int(p.Index)}, true, nil
-}
-
-// cursorString spells an SLS cursor: standard base64 of the decimal int64.
-func cursorString(v int64) string {
-	return base64.StdEncoding.EncodeToString([]byte(strconv.FormatInt(v, 10)))
+	return slspubsub.Position{Shard: shard, Cursor: p.SLSCursor(), Index: int(p.Index)}, true, nil
 }
 
 // KafkaResumeOffsets returns, for a Kafka source topic, the offset to resume each partition at (the committed
