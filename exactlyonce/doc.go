@@ -12,6 +12,12 @@
 //   - [MessageHandler] applies each message in a transaction of its own; [BatchHandler] applies the messages of
 //     many router goroutines in shared transactions (group commit). Both have the shape of
 //     message.NoPublishHandlerFunc and call a [HandlerFunc] with the transaction.
+//   - [KafkaSink] is exactly-once into Kafka instead of PostgreSQL: each Kafka transaction carries a batch's
+//     output messages and the source positions they consumed (records of a compacted positions topic), so
+//     outputs and positions commit together; a restart reads the committed positions with read_committed and
+//     the source resumes after them ([KafkaSink.PositionStore] for slspubsub, [KafkaSink.KafkaResumeOffsets]
+//     for a Kafka source). A stable transactional id fences a zombie instance. With slspubsub's MaxInFlight
+//     above 1, decorate the subscriber with [KafkaSink.SubscriberDecorator].
 //   - Position extractors: [SLSPosition] for slspubsub messages, [KafkaPosition] for watermill-kafka messages,
 //     or any [PositionFunc].
 //
