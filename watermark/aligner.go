@@ -129,6 +129,7 @@ type Aligner struct {
 	err      error
 	closing  chan struct{}
 	done     chan struct{}
+	ready    chan struct{} // closed after the first report, successful or not
 	ctx      context.Context // ends with Close
 	cancel   context.CancelFunc
 	closeMu  sync.Mutex
@@ -161,6 +162,7 @@ func NewAligner(tracker *Tracker, config AlignerConfig, logger watermill.LoggerA
 		wake:    make(chan struct{}),
 		closing: make(chan struct{}),
 		done:    make(chan struct{}),
+		ready:   make(chan struct{}),
 	}
 	a.ctx, a.cancel = context.WithCancel(context.Background())
 	a.notifier, _ = config.Coordinator.(Notifier)
@@ -226,7 +228,15 @@ func (a *Aligner) allowed(s *Shard) bool {
 		return true
 	}
 	w := s.watermark()
-	return w == none || w <= a.limit()
+	if w == none {
+		return true
+	}
+	select {
+	case <-a.ready:
+	default:
+		return false // no view of the group yet: a fresh member must not run ahead
+	}
+	return w <= a.limit()
 }
 
 // limit is the highest watermark a shard may have and still fetch.
@@ -324,6 +334,11 @@ func (a *Aligner) run() {
 			a.report()
 			nextReport = a.t.now() + int64(interval)
 			report = false
+			select {
+			case <-a.ready:
+			default:
+				close(a.ready)
+			}
 		}
 		// Blocked shards re-check on every change. Without any, a wake-up is
 		// needed only when the limit moved (a Wait may be about to block).
