@@ -129,7 +129,7 @@ type Aligner struct {
 	err      error
 	closing  chan struct{}
 	done     chan struct{}
-	ready    chan struct{} // closed after the first report, successful or not
+	ready    chan struct{}   // closed after the first report, successful or not
 	ctx      context.Context // ends with Close
 	cancel   context.CancelFunc
 	closeMu  sync.Mutex
