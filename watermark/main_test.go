@@ -11,7 +11,7 @@ import (
 func TestMain(m *testing.M) { testutil.Main(m) }
 
 // base is the event time the tests start from.
-var base = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+var base = time.Date(2026, 1, 2, 3, 4, 0, 0, time.UTC) // whole minutes: windows align to it
 
 // at returns base plus d.
 func at(d time.Duration) time.Time { return base.Add(d) }

@@ -1,0 +1,153 @@
+package watermark
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/watermill-sls/watermill-sls/internal/testutil"
+)
+
+// TestSkewSimulation runs 8 simulated shards, each a goroutine that fetches
+// batches of events with increasing event times, 2 of them with 10x the
+// events per event-time span (so 10x the fetches to cover the same time).
+// Every shard calls Aligner.Wait before each fetch; MaxDrift is 30 s of event
+// time. A sampler takes consistent snapshots of all shard watermarks and
+// measures the spread between the fastest and the slowest unfinished shard:
+// it must never exceed MaxDrift plus one batch's span. Every event must be
+// observed and every shard must finish (no deadlock).
+func TestSkewSimulation(t *testing.T) {
+	for _, members := range []int{1, 2} {
+		t.Run(fmt.Sprintf("members=%d", members), func(t *testing.T) { runSkewSimulation(t, members) })
+	}
+}
+
+func runSkewSimulation(t *testing.T, members int) {
+	const (
+		shards     = 8
+		maxDrift   = 30 * time.Second
+		batch      = 50
+		normalStep = 100 * time.Millisecond // event-time step of a normal shard
+		denseStep  = normalStep / 10        // 10x the data per event-time span
+		batchSpan  = batch * normalStep     // the widest batch
+	)
+	span := testutil.SoakOr(600*time.Second, 6000*time.Second)
+	coord := NewInProcessCoordinator()
+	trackers := make([]*Tracker, members)
+	aligners := make([]*Aligner, members)
+	for m := range members {
+		trackers[m] = newTracker(t, time.Minute)
+		a, err := NewAligner(trackers[m], AlignerConfig{
+			Group: "skew", Member: fmt.Sprintf("m%d", m), MaxDrift: maxDrift,
+			UpdateInterval: 100 * time.Millisecond, Coordinator: coord,
+		}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		aligners[m] = a
+		t.Cleanup(func() { _ = a.Close() })
+	}
+	handles := make([]*Shard, shards)
+	for i := range shards {
+		handles[i] = mustAdd(t, trackers[i%members], i, time.Time{})
+	}
+
+	var snap sync.RWMutex // shards observe under RLock; the sampler reads under Lock
+	var observed [shards]atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, shards)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	for i := range shards {
+		wg.Add(1)
+		step := normalStep
+		if i < 2 {
+			step = denseStep
+		}
+		go func() {
+			defer wg.Done()
+			a, sh := aligners[i%members], handles[i]
+			for et := time.Duration(0); et < span; {
+				if err := a.WaitShard(ctx, sh); err != nil {
+					errs <- fmt.Errorf("shard %d at %v: %w", i, et, err)
+					return
+				}
+				for k := 0; k < batch && et < span; k++ {
+					et += step
+					snap.RLock()
+					sh.Observe(at(et))
+					snap.RUnlock()
+					observed[i].Add(1)
+				}
+			}
+			snap.RLock()
+			_, _, err := trackers[i%members].FinishShard(i)
+			snap.RUnlock()
+			if err != nil {
+				errs <- err
+			}
+		}()
+	}
+	allDone := make(chan struct{})
+	go func() { wg.Wait(); close(allDone) }()
+
+	var maxSpread time.Duration
+	samples := 0
+	tick := time.NewTicker(200 * time.Microsecond)
+	defer tick.Stop()
+sampling:
+	for {
+		select {
+		case <-allDone:
+			break sampling
+		case <-tick.C:
+		}
+		snap.Lock()
+		lo, hi := int64(unconstrained), int64(none)
+		for _, sh := range handles {
+			w := sh.watermark()
+			if sh.finished.Load() || w == none {
+				continue
+			}
+			lo, hi = min(lo, w), max(hi, w)
+		}
+		snap.Unlock()
+		if hi != none {
+			maxSpread = max(maxSpread, time.Duration(hi-lo))
+			samples++
+		}
+	}
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	var blocks int64
+	for _, a := range aligners {
+		blocks += a.Stats().Blocks
+	}
+	total := int64(0)
+	for i := range shards {
+		step := normalStep
+		if i < 2 {
+			step = denseStep
+		}
+		if got, want := observed[i].Load(), int64(span/step); got != want {
+			t.Errorf("shard %d observed %d events, want %d", i, got, want)
+		}
+		total += observed[i].Load()
+		if w, _ := handles[i].Watermark(); !w.Equal(at(span)) {
+			t.Errorf("shard %d final watermark %v, want %v", i, w.Sub(base), span)
+		}
+	}
+	t.Logf("members=%d: %d events over %v of event time, max spread %v (bound %v = MaxDrift %v + batch span %v) over %d samples, %d blocked fetches",
+		members, total, span, maxSpread, maxDrift+batchSpan, maxDrift, batchSpan, samples, blocks)
+	if maxSpread > maxDrift+batchSpan {
+		t.Errorf("max spread %v exceeds MaxDrift + one batch span (%v)", maxSpread, maxDrift+batchSpan)
+	}
+	if samples == 0 || blocks == 0 {
+		t.Errorf("the simulation did not exercise alignment: %d samples, %d blocked fetches", samples, blocks)
+	}
+}
