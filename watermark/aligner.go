@@ -117,24 +117,25 @@ type Aligner struct {
 	logger   watermill.LoggerAdapter
 	drift    int64
 
-	others   atomic.Int64 // min over the other members, or unconstrained
-	viewTTL  atomic.Int64
-	viewAt   atomic.Int64 // tracker clock of the last successful report
-	blocked  atomic.Int64
-	blocks   atomic.Int64
-	reports  atomic.Int64
-	wakeMu   sync.Mutex
-	wake     chan struct{}
-	errMu    sync.Mutex
-	err      error
-	closing  chan struct{}
-	done     chan struct{}
-	ready    chan struct{}   // closed after the first report, successful or not
-	ctx      context.Context // ends with Close
-	cancel   context.CancelFunc
-	closeMu  sync.Mutex
-	closed   bool
-	closeErr error
+	others     atomic.Int64 // min over the other members, or unconstrained
+	unanchored atomic.Bool  // the last view had pending members without anchor
+	viewTTL    atomic.Int64
+	viewAt     atomic.Int64 // tracker clock of the last successful report
+	blocked    atomic.Int64
+	blocks     atomic.Int64
+	reports    atomic.Int64
+	wakeMu     sync.Mutex
+	wake       chan struct{}
+	errMu      sync.Mutex
+	err        error
+	closing    chan struct{}
+	done       chan struct{}
+	ready      chan struct{}   // closed after the first report, successful or not
+	ctx        context.Context // ends with Close
+	cancel     context.CancelFunc
+	closeMu    sync.Mutex
+	closed     bool
+	closeErr   error
 }
 
 // NewAligner binds tracker to an alignment group and starts reporting its
@@ -235,6 +236,9 @@ func (a *Aligner) allowed(s *Shard) bool {
 	case <-a.ready:
 	default:
 		return false // no view of the group yet: a fresh member must not run ahead
+	}
+	if a.unanchored.Load() {
+		return false // members waiting for an anchor: our next report gives them one
 	}
 	return w <= a.limit()
 }
@@ -372,15 +376,15 @@ func (a *Aligner) run() {
 }
 
 func (a *Aligner) report() {
-	own := a.t.alignmentMin()
+	state, own := a.t.alignmentState()
 	var wm time.Time
-	if own != unconstrained {
+	if state == MemberHolding {
 		wm = time.Unix(0, own)
 	}
 	// a.ctx ends with Close: Close must not wait for a slow coordinator.
 	ctx, cancel := context.WithTimeout(a.ctx, max(a.cfg.UpdateInterval, time.Second))
 	defer cancel()
-	view, err := a.cfg.Coordinator.Report(ctx, a.cfg.Group, a.cfg.Member, wm, own != unconstrained)
+	view, err := a.cfg.Coordinator.Report(ctx, a.cfg.Group, a.cfg.Member, state, wm)
 	a.errMu.Lock()
 	a.err = err
 	a.errMu.Unlock()
@@ -395,6 +399,7 @@ func (a *Aligner) report() {
 	a.viewTTL.Store(int64(view.TTL))
 	a.viewAt.Store(a.t.now())
 	a.others.Store(o)
+	a.unanchored.Store(view.Unanchored > 0)
 	a.reports.Add(1)
 }
 

@@ -2,6 +2,7 @@ package watermark
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 )
@@ -18,22 +19,60 @@ type GroupView struct {
 	Constrained bool
 	// Members is the number of other members holding the group.
 	Members int
+	// Unanchored is the number of other members that are pending without an
+	// anchor (the group had no watermark when they joined). The first holding
+	// report anchors them; until the reporting member has made one, it does
+	// not know where they will hold, and its shards with a watermark wait.
+	Unanchored int
 	// TTL is how long the view may be used without a newer successful
 	// report: after it, the other members would have expired this member, so
 	// it stops counting them too (symmetric expiry). Zero: no limit.
 	TTL time.Duration
 }
 
+// MemberState says how a member's report counts in its group.
+type MemberState int
+
+const (
+	// MemberHolding members hold the group at the reported watermark.
+	MemberHolding MemberState = iota
+	// MemberPending members have shards but no watermark yet: they just
+	// started or restarted. The coordinator anchors a pending member at the
+	// group minimum when it first reports pending, or, when the group has no
+	// watermark yet, at the first watermark another member reports, and
+	// counts it at that anchor until it reports another state. So a member
+	// that is starting neither lets the others run ahead of where it joined
+	// nor holds them behind that point; it holds at most until its shards
+	// emit or turn idle (Strategy.IdleTimeout), when it reports another
+	// state.
+	MemberPending
+	// MemberReleased members hold nothing: all their shards are idle or
+	// finished, or they have none. They stay members without counting.
+	MemberReleased
+)
+
+func (s MemberState) String() string {
+	switch s {
+	case MemberHolding:
+		return "holding"
+	case MemberPending:
+		return "pending"
+	case MemberReleased:
+		return "released"
+	}
+	return fmt.Sprintf("MemberState(%d)", int(s))
+}
+
 // Coordinator aggregates the watermarks that the members of alignment groups
 // report. Implementations must be safe for concurrent use.
 type Coordinator interface {
-	// Report records member's watermark in group, replacing what the member
-	// reported before, and returns the view of the group's other members,
-	// in one step. holds is false when the member has no watermark to hold
-	// the group with (all its shards idle, pending or finished): it then
-	// stays a member but does not count in the minimum. A member unknown to
-	// the group joins it.
-	Report(ctx context.Context, group, member string, wm time.Time, holds bool) (GroupView, error)
+	// Report records member's state in group, replacing what the member
+	// reported before, and returns the view of the group's other members, in
+	// one step. wm is the member's watermark for MemberHolding and ignored
+	// otherwise. A member unknown to the group joins it. The view counts
+	// holding members at their watermark and pending members at their anchor
+	// (see MemberPending).
+	Report(ctx context.Context, group, member string, state MemberState, wm time.Time) (GroupView, error)
 
 	// Leave removes member from group. Leaving a group one is not in is not
 	// an error.
@@ -64,8 +103,25 @@ type InProcessCoordinator struct {
 }
 
 type ipGroup struct {
-	members map[string]int64 // member -> watermark, or unconstrained
+	members map[string]*ipMember
 	changed chan struct{}
+}
+
+type ipMember struct {
+	state  MemberState
+	wm     int64 // for MemberHolding
+	anchor int64 // for MemberPending: none until anchored
+}
+
+// counts returns the value m holds the group at, or unconstrained.
+func (m *ipMember) counts() int64 {
+	switch {
+	case m.state == MemberHolding:
+		return m.wm
+	case m.state == MemberPending && m.anchor != none:
+		return m.anchor
+	}
+	return unconstrained
 }
 
 // NewInProcessCoordinator returns a coordinator with no groups.
@@ -76,7 +132,7 @@ func NewInProcessCoordinator() *InProcessCoordinator {
 func (c *InProcessCoordinator) group(name string) *ipGroup {
 	g := c.groups[name]
 	if g == nil {
-		g = &ipGroup{members: map[string]int64{}, changed: make(chan struct{})}
+		g = &ipGroup{members: map[string]*ipMember{}, changed: make(chan struct{})}
 		c.groups[name] = g
 	}
 	return g
@@ -88,26 +144,52 @@ func (g *ipGroup) signal() {
 }
 
 // Report implements Coordinator. It never fails (ctx is not consulted).
-func (c *InProcessCoordinator) Report(_ context.Context, group, member string, wm time.Time, holds bool) (GroupView, error) {
-	v := int64(unconstrained)
-	if holds {
-		v = wm.UnixNano()
-	}
+func (c *InProcessCoordinator) Report(_ context.Context, group, member string, state MemberState, wm time.Time) (GroupView, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	g := c.group(group)
-	if old, ok := g.members[member]; !ok || old != v {
-		g.members[member] = v
+	lowest := int64(unconstrained) // over the others
+	for name, o := range g.members {
+		if name != member {
+			lowest = min(lowest, o.counts())
+		}
+	}
+	m := g.members[member]
+	if m == nil {
+		m = &ipMember{anchor: none}
+		g.members[member] = m
+	}
+	before := *m
+	m.state, m.wm = state, 0
+	switch state {
+	case MemberHolding:
+		m.wm, m.anchor = wm.UnixNano(), none
+		for name, o := range g.members { // the group's first watermark anchors waiting members
+			if name != member && o.state == MemberPending && o.anchor == none {
+				o.anchor = m.wm
+				lowest = min(lowest, o.anchor)
+				g.signal()
+			}
+		}
+	case MemberPending:
+		if m.anchor == none && lowest != unconstrained {
+			m.anchor = lowest
+		}
+	default:
+		m.anchor = none
+	}
+	if *m != before {
 		g.signal()
 	}
 	view := GroupView{}
-	lowest := int64(unconstrained)
-	for m, w := range g.members {
-		if m == member || w == unconstrained {
-			continue
+	for name, o := range g.members {
+		switch {
+		case name == member:
+		case o.counts() != unconstrained:
+			view.Members++
+		case o.state == MemberPending:
+			view.Unanchored++
 		}
-		view.Members++
-		lowest = min(lowest, w)
 	}
 	if lowest != unconstrained {
 		view.Min, view.Constrained = time.Unix(0, lowest), true

@@ -79,8 +79,10 @@ type DB interface {
 // PostgresCoordinator is a Coordinator whose groups live in a PostgreSQL
 // table, so members in different processes and machines align. Each Report is
 // one statement (one round trip): it upserts the member's row with a new
-// expiry, deletes rows expired for more than a TTL, and returns the minimum
-// over the group's other unexpired members that hold a watermark. It is not a
+// expiry (anchoring it when it is pending), anchors pending members that wait
+// for the group's first watermark, deletes rows expired for more than a TTL,
+// and returns the minimum over the group's other unexpired members that hold
+// it (see MemberState). It is not a
 // Notifier: members poll it every UpdateInterval, so a shard of one process
 // resumes at most one UpdateInterval (plus a round trip) after a member of
 // another process moved the minimum, by however much it moved. Shards of one
@@ -114,21 +116,36 @@ func NewPostgresCoordinator(db DB, config PostgresCoordinatorConfig) (*PostgresC
 		table:    pgx.Identifier(strings.Split(config.Table, ".")).Sanitize(),
 		ttlMicro: config.MemberTTL.Microseconds(),
 	}
-	c.report = `WITH upsert AS (
-	INSERT INTO ` + c.table + ` AS t (alignment_group, member, watermark_ns, expires_at)
-	VALUES ($1, $2, $3::bigint, now() + $4::bigint * interval '1 microsecond')
-	ON CONFLICT (alignment_group, member) DO UPDATE
-		SET watermark_ns = EXCLUDED.watermark_ns, expires_at = EXCLUDED.expires_at
+	ttl := ` + $5::bigint * interval '1 microsecond'`
+	c.report = `WITH others AS (
+	SELECT min(coalesce(watermark_ns, anchor_ns)) AS lowest,
+		count(coalesce(watermark_ns, anchor_ns)) AS holding,
+		count(*) FILTER (WHERE pending AND anchor_ns IS NULL) AS unanchored
+	FROM ` + c.table + `
+	WHERE alignment_group = $1 AND member <> $2 AND expires_at > now()
+), upsert AS (
+	INSERT INTO ` + c.table + ` AS t (alignment_group, member, watermark_ns, pending, anchor_ns, expires_at)
+	SELECT $1, $2, $3::bigint, $4::boolean, CASE WHEN $4::boolean THEN o.lowest END, now()` + ttl + `
+	FROM others o
+	ON CONFLICT (alignment_group, member) DO UPDATE SET
+		watermark_ns = EXCLUDED.watermark_ns,
+		pending = EXCLUDED.pending,
+		anchor_ns = CASE WHEN EXCLUDED.pending THEN coalesce(t.anchor_ns, EXCLUDED.anchor_ns) END,
+		expires_at = EXCLUDED.expires_at
+), adopt AS (
+	UPDATE ` + c.table + ` SET anchor_ns = $3::bigint
+	WHERE $3::bigint IS NOT NULL AND alignment_group = $1 AND member <> $2
+		AND pending AND anchor_ns IS NULL AND expires_at > now()
 ), purge AS (
 	DELETE FROM ` + c.table + `
-	WHERE alignment_group = $1 AND member <> $2
-		AND expires_at < now() - $4::bigint * interval '1 microsecond'
+	WHERE alignment_group = $1 AND member <> $2 AND expires_at < now() - $5::bigint * interval '1 microsecond'
 )
-SELECT min(watermark_ns), count(watermark_ns)
-FROM ` + c.table + `
-WHERE alignment_group = $1 AND member <> $2 AND expires_at > now()`
+SELECT CASE WHEN unanchored > 0 AND $3::bigint IS NOT NULL THEN least(lowest, $3::bigint) ELSE lowest END,
+	holding + CASE WHEN $3::bigint IS NOT NULL THEN unanchored ELSE 0 END,
+	CASE WHEN $3::bigint IS NOT NULL THEN 0 ELSE unanchored END
+FROM others`
 	c.leave = `DELETE FROM ` + c.table + ` WHERE alignment_group = $1 AND member = $2`
-	c.members = `SELECT member, watermark_ns, expires_at > now() FROM ` + c.table +
+	c.members = `SELECT member, pending, coalesce(watermark_ns, anchor_ns), expires_at > now() FROM ` + c.table +
 		` WHERE alignment_group = $1 ORDER BY member`
 	return c, nil
 }
@@ -138,15 +155,22 @@ WHERE alignment_group = $1 AND member <> $2 AND expires_at > now()`
 //	CREATE TABLE IF NOT EXISTS "watermark_alignment" (
 //		alignment_group text        NOT NULL,
 //		member          text        NOT NULL,
-//		watermark_ns    bigint,      -- unix ns; NULL: the member holds nothing
-//		expires_at      timestamptz NOT NULL,
+//		watermark_ns    bigint,                -- unix ns, when holding
+//		pending         boolean     NOT NULL,  -- MemberPending
+//		anchor_ns       bigint,                -- unix ns, a pending member's anchor
+//		expires_at      timestamptz NOT NULL,  -- server clock
 //		PRIMARY KEY (alignment_group, member)
 //	)
+//
+// A member counts at watermark_ns when holding, at anchor_ns when pending and
+// anchored, and not at all otherwise or once expires_at has passed.
 func (c *PostgresCoordinator) SchemaSQL() string {
 	return `CREATE TABLE IF NOT EXISTS ` + c.table + ` (
 	alignment_group text        NOT NULL,
 	member          text        NOT NULL,
 	watermark_ns    bigint,
+	pending         boolean     NOT NULL,
+	anchor_ns       bigint,
 	expires_at      timestamptz NOT NULL,
 	PRIMARY KEY (alignment_group, member)
 )`
@@ -163,18 +187,19 @@ func (c *PostgresCoordinator) Migrate(ctx context.Context) error {
 
 // Report implements Coordinator in one round trip. The returned view's TTL is
 // MemberTTL.
-func (c *PostgresCoordinator) Report(ctx context.Context, group, member string, wm time.Time, holds bool) (GroupView, error) {
+func (c *PostgresCoordinator) Report(ctx context.Context, group, member string, state MemberState, wm time.Time) (GroupView, error) {
 	var arg *int64
-	if holds {
+	if state == MemberHolding {
 		n := wm.UnixNano()
 		arg = &n
 	}
 	var lowest *int64
-	var count int
-	if err := c.db.QueryRow(ctx, c.report, group, member, arg, c.ttlMicro).Scan(&lowest, &count); err != nil {
+	var count, unanchored int
+	err := c.db.QueryRow(ctx, c.report, group, member, arg, state == MemberPending, c.ttlMicro).Scan(&lowest, &count, &unanchored)
+	if err != nil {
 		return GroupView{}, fmt.Errorf("watermark: report %q in group %q: %w", member, group, err)
 	}
-	v := GroupView{Members: count, TTL: c.cfg.MemberTTL}
+	v := GroupView{Members: count, Unanchored: unanchored, TTL: c.cfg.MemberTTL}
 	if lowest != nil {
 		v.Min, v.Constrained = time.Unix(0, *lowest), true
 	}
@@ -193,10 +218,12 @@ func (c *PostgresCoordinator) Leave(ctx context.Context, group, member string) e
 type MemberStatus struct {
 	// Member is the member's name.
 	Member string
-	// Watermark is its last reported watermark; zero when HasWatermark is
-	// false.
+	// State is the member's last reported state.
+	State MemberState
+	// Watermark is what the member counts at: its watermark when holding,
+	// its anchor when pending and anchored; zero when HasWatermark is false.
 	Watermark time.Time
-	// HasWatermark is false when the member reported none.
+	// HasWatermark is false when the member counts at nothing.
 	HasWatermark bool
 	// Live is false once the member's report has expired.
 	Live bool
@@ -211,9 +238,18 @@ func (c *PostgresCoordinator) Members(ctx context.Context, group string) ([]Memb
 	}
 	var out []MemberStatus
 	var st MemberStatus
+	var pending bool
 	var wm *int64
-	_, err = pgx.ForEachRow(rows, []any{&st.Member, &wm, &st.Live}, func() error {
+	_, err = pgx.ForEachRow(rows, []any{&st.Member, &pending, &wm, &st.Live}, func() error {
 		m := st
+		switch {
+		case pending:
+			m.State = MemberPending
+		case wm != nil:
+			m.State = MemberHolding
+		default:
+			m.State = MemberReleased
+		}
 		if wm != nil {
 			m.Watermark, m.HasWatermark = time.Unix(0, *wm), true
 		}

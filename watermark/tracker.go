@@ -114,6 +114,7 @@ type Tracker struct {
 	partial      atomic.Int64 // min watermark over active shards with one; unconstrained if none
 	alignMin     atomic.Int64 // partial with pending anchors; unconstrained if nothing holds
 	emitted      atomic.Int64 // the tracker's monotonic watermark; none until defined
+	pending      atomic.Bool  // a shard holding the tracker has no watermark
 	nextDeadline atomic.Int64 // earliest moment an active shard may turn idle
 	stamp        atomic.Pointer[stampCache]
 
@@ -525,7 +526,13 @@ func (t *Tracker) recomputeLocked() {
 	align := partial
 	if pending {
 		for _, s := range list {
-			if ok, _ := s.holds(now); !ok || s.watermark() != none {
+			if ok, _ := s.holds(now); !ok {
+				continue
+			}
+			if w := s.watermark(); w != none {
+				// A shard that got its first event since the pass above
+				// is in neither partial nor the anchors: count it here.
+				align = min(align, w)
 				continue
 			}
 			a := s.anchor.Load()
@@ -540,18 +547,33 @@ func (t *Tracker) recomputeLocked() {
 	}
 	t.partial.Store(partial)
 	t.nextDeadline.Store(deadline)
+	pendingChanged := t.pending.Swap(pending) != pending
 	if !pending && partial != unconstrained {
 		if e := t.emitted.Load(); partial > e {
 			t.emitted.Store(partial) // writes of emitted happen under t.mu
 		}
 	}
-	if t.alignMin.Swap(align) != align {
+	if t.alignMin.Swap(align) != align || pendingChanged {
 		select {
 		case t.changed <- struct{}{}:
 		default:
 		}
 	}
 	t.seq.Add(1)
+}
+
+// alignmentState is what the tracker's member reports to its group: holding
+// at alignmentMin, pending (shards that hold have no watermark or anchor yet),
+// or released.
+func (t *Tracker) alignmentState() (MemberState, int64) {
+	m := t.alignmentMin()
+	switch {
+	case m != unconstrained:
+		return MemberHolding, m
+	case t.pending.Load():
+		return MemberPending, m
+	}
+	return MemberReleased, m
 }
 
 // alignmentMin is the tracker's contribution to its alignment group: the
