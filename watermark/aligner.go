@@ -119,6 +119,7 @@ type Aligner struct {
 
 	others     atomic.Int64 // min over the other members, or unconstrained
 	unanchored atomic.Bool  // the last view had pending members without anchor
+	view       atomic.Pointer[GroupView]
 	viewTTL    atomic.Int64
 	viewAt     atomic.Int64 // tracker clock of the last successful report
 	blocked    atomic.Int64
@@ -282,6 +283,16 @@ func (a *Aligner) Limit() (time.Time, bool) {
 	return time.Unix(0, l), true
 }
 
+// View returns the view of the other members from the last successful
+// report, false before the first.
+func (a *Aligner) View() (GroupView, bool) {
+	v := a.view.Load()
+	if v == nil {
+		return GroupView{}, false
+	}
+	return *v, true
+}
+
 // AlignerStats are counters of an Aligner.
 type AlignerStats struct {
 	// Blocked is the number of shards blocked in Wait now.
@@ -400,6 +411,7 @@ func (a *Aligner) report() {
 	a.viewAt.Store(a.t.now())
 	a.others.Store(o)
 	a.unanchored.Store(view.Unanchored > 0)
+	a.view.Store(&view)
 	a.reports.Add(1)
 }
 

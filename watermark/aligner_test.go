@@ -56,11 +56,14 @@ func awaitReady(t *testing.T, a *Aligner) {
 	}
 }
 
-// awaitView polls until shard id of a is blocked by what the group reported.
+// awaitBlockedByGroup polls until the other members' reports, as a sees them,
+// put the group minimum at base (where every test's slow member is) and so
+// block shard id.
 func awaitBlockedByGroup(t *testing.T, a *Aligner, id int) {
 	t.Helper()
 	testutil.Poll(t, waitLong, "the group's report to block the shard", func() (bool, string) {
-		return !allowed(t, a, id), "shard allowed"
+		m, ok := a.GroupMin()
+		return ok && m.Equal(base) && !allowed(t, a, id), fmt.Sprintf("group minimum %v %v", m.Sub(base), ok)
 	})
 }
 

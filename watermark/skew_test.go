@@ -3,6 +3,7 @@ package watermark
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -21,11 +22,17 @@ import (
 // observed and every shard must finish (no deadlock).
 func TestSkewSimulation(t *testing.T) {
 	for _, members := range []int{1, 2} {
-		t.Run(fmt.Sprintf("members=%d", members), func(t *testing.T) { runSkewSimulation(t, members) })
+		t.Run(fmt.Sprintf("members=%d", members), func(t *testing.T) {
+			coord := NewInProcessCoordinator()
+			span := testutil.SoakOr(600*time.Second, 6000*time.Second)
+			runSkewSimulation(t, members, func(int) Coordinator { return coord }, 100*time.Millisecond, span)
+		})
 	}
 }
 
-func runSkewSimulation(t *testing.T, members int) {
+// runSkewSimulation runs the simulation with the shards spread over members,
+// member m reporting to coords(m) every interval, over span of event time.
+func runSkewSimulation(t *testing.T, members int, coords func(m int) Coordinator, interval, span time.Duration) {
 	const (
 		shards     = 8
 		maxDrift   = 30 * time.Second
@@ -34,8 +41,6 @@ func runSkewSimulation(t *testing.T, members int) {
 		denseStep  = normalStep / 10        // 10x the data per event-time span
 		batchSpan  = batch * normalStep     // the widest batch
 	)
-	span := testutil.SoakOr(600*time.Second, 6000*time.Second)
-	coord := NewInProcessCoordinator()
 	trackers := make([]*Tracker, members)
 	aligners := make([]*Aligner, members)
 	handles := make([]*Shard, shards)
@@ -48,7 +53,7 @@ func runSkewSimulation(t *testing.T, members int) {
 		}
 		a, err := NewAligner(trackers[m], AlignerConfig{
 			Group: "skew", Member: fmt.Sprintf("m%d", m), MaxDrift: maxDrift,
-			UpdateInterval: 100 * time.Millisecond, Coordinator: coord,
+			UpdateInterval: interval, Coordinator: coords(m),
 		}, nil)
 		if err != nil {
 			t.Fatal(err)
@@ -58,6 +63,20 @@ func runSkewSimulation(t *testing.T, members int) {
 		awaitReady(t, a) // every member has joined before the shards start
 	}
 
+	// The group is formed before the shards start: every member's view shows
+	// every other member. (A member that joins later is anchored where the
+	// group is when it joins: its older data is behind the others by more
+	// than the bound, by design.)
+	testutil.Poll(t, waitLong, "the group to form", func() (bool, string) {
+		var b strings.Builder
+		formed := true
+		for m, a := range aligners {
+			v, ok := a.View()
+			formed = formed && ok && v.Members+v.Unanchored == members-1
+			fmt.Fprintf(&b, "m%d: %+v %v\n", m, v, ok)
+		}
+		return formed, b.String()
+	})
 	var snap sync.RWMutex // shards observe under RLock; the sampler reads under Lock
 	var observed [shards]atomic.Int64
 	var wg sync.WaitGroup
