@@ -362,3 +362,31 @@ func TestAlignerNoDeadlock(t *testing.T) {
 		}
 	})
 }
+
+// A member that starts (or restarts) pending is anchored where the group is
+// and holds it there only until its shards emit or turn idle: a member whose
+// shards never deliver does not block the others forever.
+func TestAlignerPendingMemberHoldsAtMostIdleTimeout(t *testing.T) {
+	coord := NewInProcessCoordinator()
+	trA := newTracker(t, time.Minute, 0)
+	a := newAligner(t, trA, coord, "a", noTick)
+	trA.Shard(0).Observe(base)
+	trB := newTracker(t, 300*time.Millisecond, 0) // b's shard never delivers
+	newAligner(t, trB, coord, "b", noTick)
+	testutil.Poll(t, waitLong, "b anchored at a's watermark", func() (bool, string) {
+		v, ok := a.View()
+		return ok && v.Constrained && v.Min.Equal(base), fmt.Sprintf("%+v", v)
+	})
+	trA.Shard(0).Observe(at(5 * drift))
+	if allowed(t, a, 0) {
+		t.Fatal("a ran ahead of the pending member's anchor")
+	}
+	start := time.Now()
+	expectReturn(t, waitAsync(context.Background(), a, 0), nil)
+	if st := trB.Shard(0).State(); st != ShardIdle {
+		t.Fatalf("b's shard %v after %v, want idle", st, time.Since(start))
+	}
+	if v, _ := a.View(); v.Constrained {
+		t.Fatalf("a still constrained by the idle member: %+v", v)
+	}
+}

@@ -362,3 +362,31 @@ func runProgressShards(ctx context.Context, pool *pgxpool.Pool, c Coordinator, m
 	}
 	return nil
 }
+
+// When reports fail, Err says so, and the member stops counting the others once
+// its view is older than MemberTTL (they stopped counting it too): a database
+// outage does not block shards forever.
+func TestPostgresCoordinatorFailingReportsExpireTheView(t *testing.T) {
+	pool := newPool(t, testutil.PostgresURL(t))
+	const ttl = 500 * time.Millisecond
+	c := newPGCoordinator(t, pool, ttl)
+	if _, err := c.Report(context.Background(), "g", "slow", MemberHolding, base); err != nil {
+		t.Fatal(err)
+	}
+	tr := newTracker(t, time.Minute, 0)
+	a, err := NewAligner(tr, AlignerConfig{Group: "g", Member: "a", MaxDrift: drift, UpdateInterval: 50 * time.Millisecond, Coordinator: c}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = a.Close() }) // its Leave fails: the pool is closed
+	tr.Shard(0).Observe(at(5 * drift))
+	awaitBlockedByGroup(t, a, 0)
+	done := waitAsync(context.Background(), a, 0)
+	expectBlocked(t, a, 1)
+	pool.Close()
+	expectReturn(t, done, nil)
+	if a.Err() == nil {
+		t.Fatal("Err is nil while reports fail")
+	}
+	t.Logf("report error: %v", a.Err())
+}
