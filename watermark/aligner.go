@@ -17,6 +17,10 @@ import (
 // is zero (the same as Flink's watermark alignment).
 const DefaultUpdateInterval = time.Second
 
+// maxReportTimeout bounds one report; a report also gets at least a second
+// and at most one UpdateInterval.
+const maxReportTimeout = 30 * time.Second
+
 // leaveTimeout bounds the Leave call Close makes.
 const leaveTimeout = 10 * time.Second
 
@@ -393,7 +397,7 @@ func (a *Aligner) report() {
 		wm = time.Unix(0, own)
 	}
 	// a.ctx ends with Close: Close must not wait for a slow coordinator.
-	ctx, cancel := context.WithTimeout(a.ctx, max(a.cfg.UpdateInterval, time.Second))
+	ctx, cancel := context.WithTimeout(a.ctx, min(max(a.cfg.UpdateInterval, time.Second), maxReportTimeout))
 	defer cancel()
 	view, err := a.cfg.Coordinator.Report(ctx, a.cfg.Group, a.cfg.Member, state, wm)
 	a.errMu.Lock()

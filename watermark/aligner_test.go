@@ -295,12 +295,14 @@ func TestAlignerNoDeadlock(t *testing.T) {
 		// Keep the slow shard busy well past the idle timeout: the blocked
 		// shard must stay paused (holding, not idle) and the slow one active.
 		deadline := time.Now().Add(500 * time.Millisecond)
+		pace := time.NewTicker(5 * time.Millisecond) // the slow shard's event rate
+		defer pace.Stop()
 		for i := 1; time.Now().Before(deadline); i++ {
 			slow.Observe(at(time.Duration(i) * time.Microsecond))
 			if st := fast.State(); st != ShardPaused {
 				t.Fatalf("blocked shard state %v, want paused", st)
 			}
-			time.Sleep(5 * time.Millisecond) // pacing the slow shard's events, not waiting for a condition
+			<-pace.C
 		}
 		slow.Observe(at(2*drift + time.Second))
 		expectReturn(t, done, nil)

@@ -51,6 +51,7 @@ const (
 	MemberReleased
 )
 
+// String returns the state's name ("holding", "pending", "released").
 func (s MemberState) String() string {
 	switch s {
 	case MemberHolding:

@@ -53,6 +53,7 @@ const (
 	ShardFinished
 )
 
+// String returns the state's name ("active", "pending", ...).
 func (s ShardState) String() string {
 	switch s {
 	case ShardActive:
@@ -307,12 +308,14 @@ func (t *Tracker) current() int64 {
 }
 
 // Stamp sets the tracker's current watermark on msg under MetadataKey (see
-// SetOnMessage), and leaves msg alone while the tracker has no watermark. It
+// SetOnMessage); while the tracker has no watermark it deletes the key, so a
+// message never carries a watermark from elsewhere. It
 // reuses the formatted value while the watermark does not move, so it
 // allocates only when the watermark changed (and when the metadata map grows).
 func (t *Tracker) Stamp(msg *message.Message) {
 	w := t.current()
 	if w == none {
+		delete(msg.Metadata, MetadataKey)
 		return
 	}
 	c := t.stamp.Load()

@@ -320,9 +320,10 @@ func TestMessageWatermarkMetadata(t *testing.T) {
 	tr, _ := newManualTracker(t, Strategy{})
 	s := mustAdd(t, tr, 0, time.Time{})
 	plain := &message.Message{}
+	SetOnMessage(plain, time.Unix(1, 0)) // from elsewhere
 	tr.Stamp(plain)
 	if _, ok := FromMessage(plain); ok {
-		t.Fatal("Stamp without a tracker watermark set one")
+		t.Fatal("Stamp without a tracker watermark left one on the message")
 	}
 	s.Observe(wm)
 	tr.Stamp(plain)
