@@ -392,3 +392,48 @@ func TestAlignerPendingMemberHoldsAtMostIdleTimeout(t *testing.T) {
 		t.Fatalf("a still constrained by the idle member: %+v", v)
 	}
 }
+
+// No goroutine of an Aligner outlives Close, also with Waits blocked and a
+// coordinator that is slow to answer.
+func TestAlignerCloseEndsGoroutines(t *testing.T) {
+	alignerGoroutines := func() string {
+		var b strings.Builder
+		for _, s := range testutil.GoroutineStacks() {
+			if strings.Contains(s, "watermark.(*Aligner)") {
+				b.WriteString(s + "\n\n")
+			}
+		}
+		return b.String()
+	}
+	coord := NewInProcessCoordinator()
+	var aligners []*Aligner
+	var waits []<-chan error
+	for m := range 3 {
+		tr := newTracker(t, time.Minute, 0, 1)
+		a, err := NewAligner(tr, AlignerConfig{Group: "g", Member: fmt.Sprint(m), MaxDrift: drift, Coordinator: coord}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		awaitReady(t, a)
+		tr.Shard(1).Observe(base)
+		tr.Shard(0).Observe(at(3 * drift))
+		aligners = append(aligners, a)
+		waits = append(waits, waitAsync(context.Background(), a, 0))
+	}
+	for _, a := range aligners {
+		expectBlocked(t, a, 1)
+	}
+	if alignerGoroutines() == "" {
+		t.Fatal("no Aligner goroutine found in the stacks: the check below would prove nothing")
+	}
+	for i, a := range aligners {
+		if err := a.Close(); err != nil {
+			t.Fatal(err)
+		}
+		expectReturn(t, waits[i], ErrClosed)
+	}
+	testutil.Poll(t, waitLong, "the Aligners' goroutines to end", func() (bool, string) {
+		left := alignerGoroutines()
+		return left == "", left
+	})
+}
