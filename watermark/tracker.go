@@ -283,6 +283,9 @@ func (t *Tracker) ObserveMessage(id int, msg *message.Message) error {
 	if err != nil {
 		return fmt.Errorf("watermark: event time of message %s: %w", msg.UUID, err)
 	}
+	if et.IsZero() {
+		return fmt.Errorf("watermark: event time of message %s: zero time", msg.UUID)
+	}
 	s.observe(et.UnixNano(), t.now())
 	return nil
 }
@@ -368,8 +371,9 @@ func (t *Tracker) ShardWatermark(id int) (time.Time, bool, error) {
 
 // Observe records an event time the shard delivered: it advances the shard's
 // watermark when the event is its newest, and restarts its idle clock. Events
-// observed on a finished shard are ignored. Safe for concurrent use; does not
-// allocate.
+// observed on a finished shard are ignored. eventTime must be in the range of
+// time.Time.UnixNano (years 1678 to 2262; not the zero Time). Safe for
+// concurrent use; does not allocate.
 func (s *Shard) Observe(eventTime time.Time) { s.observe(eventTime.UnixNano(), s.t.now()) }
 
 func (s *Shard) observe(ev, now int64) {
