@@ -313,8 +313,10 @@ func (a *Aligner) Stats() AlignerStats {
 }
 
 // Err returns the error of the last failed report to the Coordinator, nil once
-// a report succeeds again. Failures are also logged. While reports fail the
-// member keeps its last view of the group until the view's TTL passes.
+// a report succeeds again. Failures are also logged (at Error level, once per
+// attempt). While reports fail the member keeps its last view of the group
+// until the view's TTL passes, then aligns its own shards only; a member whose
+// reports fail from the start has no view of the others.
 func (a *Aligner) Err() error {
 	a.errMu.Lock()
 	defer a.errMu.Unlock()

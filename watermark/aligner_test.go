@@ -437,3 +437,22 @@ func TestAlignerCloseEndsGoroutines(t *testing.T) {
 		return left == "", left
 	})
 }
+
+// Finishing the blocked shard itself (read to its end while blocked, or handed
+// over) ends its Wait.
+func TestAlignerFinishingBlockedShardEndsWait(t *testing.T) {
+	tr := newTracker(t, time.Minute, 0, 1)
+	a := newAligner(t, tr, NewInProcessCoordinator(), "m", noTick)
+	tr.Shard(1).Observe(base)
+	tr.Shard(0).Observe(at(3 * drift))
+	done := waitAsync(context.Background(), a, 0)
+	expectBlocked(t, a, 1)
+	if _, _, err := tr.FinishShard(0); err != nil {
+		t.Fatal(err)
+	}
+	expectReturn(t, done, nil)
+	tr.Shard(1).Resume() // unmatched: ignored
+	if st := tr.Shard(1).State(); st != ShardActive {
+		t.Fatalf("state after an unmatched Resume: %v", st)
+	}
+}

@@ -225,6 +225,7 @@ func (t *Tracker) FinishShard(id int) (time.Time, bool, error) {
 	}
 	s.finished.Store(true)
 	t.recompute()
+	t.signal() // a Wait blocked on this shard returns
 	w, ok := s.Watermark()
 	return w, ok, nil
 }
@@ -255,7 +256,16 @@ func (t *Tracker) RemoveShard(id int) error {
 	}
 	t.shards.Store(&l)
 	t.recomputeLocked()
+	t.signal()
 	return nil
+}
+
+// signal tells the bound Aligner (if any) that something changed.
+func (t *Tracker) signal() {
+	select {
+	case t.changed <- struct{}{}:
+	default:
+	}
 }
 
 // Observe records an event time delivered by shard id. See Shard.Observe.
@@ -436,9 +446,14 @@ func (s *Shard) Pause() {
 }
 
 // Resume ends one Pause. The shard's idle clock restarts when the last pause
-// ends.
+// ends. A Resume without a matching Pause is ignored.
 func (s *Shard) Resume() {
-	if s.paused.Add(-1) == 0 {
+	n := s.paused.Add(-1)
+	if n < 0 { // a Resume without a Pause: ignored
+		s.paused.Add(1)
+		return
+	}
+	if n == 0 {
 		now := s.t.now()
 		if now > s.lastActive.Load() {
 			s.lastActive.Store(now)
@@ -561,10 +576,7 @@ func (t *Tracker) recomputeLocked() {
 		}
 	}
 	if t.alignMin.Swap(align) != align || pendingChanged {
-		select {
-		case t.changed <- struct{}{}:
-		default:
-		}
+		t.signal()
 	}
 	t.seq.Add(1)
 }
