@@ -144,8 +144,10 @@ type Aligner struct {
 }
 
 // NewAligner binds tracker to an alignment group and starts reporting its
-// watermark. A nil logger becomes a no-op logger. It fails when the config is
-// invalid or the tracker already has an Aligner.
+// watermark. Add the shards the member starts with before, so that its first
+// report says pending (the group anchors it) rather than released. A nil
+// logger becomes a no-op logger. It fails when the config is invalid or the
+// tracker already has an Aligner.
 func NewAligner(tracker *Tracker, config AlignerConfig, logger watermill.LoggerAdapter) (*Aligner, error) {
 	if err := config.Validate(); err != nil {
 		return nil, err
