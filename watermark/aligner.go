@@ -1,0 +1,447 @@
+package watermark
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+)
+
+// DefaultUpdateInterval is the AlignerConfig.UpdateInterval used when the field
+// is zero (the same as Flink's watermark alignment).
+const DefaultUpdateInterval = time.Second
+
+// maxReportTimeout bounds one report; a report also gets at least a second
+// and at most one UpdateInterval.
+const maxReportTimeout = 30 * time.Second
+
+// leaveTimeout bounds the Leave call Close makes.
+const leaveTimeout = 10 * time.Second
+
+// ErrClosed is returned by Aligner.Wait once the Aligner is closed.
+var ErrClosed = errors.New("watermark: aligner closed")
+
+// AlignerConfig configures an Aligner.
+type AlignerConfig struct {
+	// Group names the alignment group. Members of the same group on the same
+	// Coordinator align with each other. Required.
+	Group string
+
+	// Member names this member in its group. It must be unique in the group
+	// while the member runs. Keep it stable across restarts (for example the
+	// consumer name and logstore) with the PostgreSQL coordinator: a
+	// restarted member then replaces its old report at once instead of
+	// leaving it to hold the group until it expires. Default: a random name.
+	Member string
+
+	// MaxDrift is how far, in event time, a shard's watermark may be ahead of
+	// the group minimum before the shard stops fetching. Required, positive.
+	MaxDrift time.Duration
+
+	// UpdateInterval is how often the member reports its watermark and reads
+	// the group minimum from a coordinator that is not a Notifier (the
+	// PostgreSQL one). With a Notifier (InProcessCoordinator) reports are
+	// immediate and the interval only paces a safety re-read. Blocked shards
+	// never wait for this interval to pass when the minimum moves locally,
+	// and resume as soon as a report shows the group minimum moved, by any
+	// amount. Default DefaultUpdateInterval.
+	UpdateInterval time.Duration
+
+	// Coordinator holds the group's members' watermarks. Required.
+	Coordinator Coordinator
+}
+
+func (c *AlignerConfig) setDefaults() {
+	if c.UpdateInterval == 0 {
+		c.UpdateInterval = DefaultUpdateInterval
+	}
+	if c.Member == "" {
+		var b [8]byte
+		_, _ = rand.Read(b[:]) // crypto/rand.Read never fails
+		c.Member = "member-" + hex.EncodeToString(b[:])
+	}
+}
+
+// Validate reports every invalid field, after defaults are applied to zero
+// fields (on a copy).
+func (c AlignerConfig) Validate() error {
+	c.setDefaults()
+	var errs []error
+	if c.Group == "" {
+		errs = append(errs, errors.New("Group is empty"))
+	}
+	if c.MaxDrift <= 0 {
+		errs = append(errs, fmt.Errorf("MaxDrift %v is not positive", c.MaxDrift))
+	}
+	if c.UpdateInterval < 0 {
+		errs = append(errs, fmt.Errorf("UpdateInterval %v is negative", c.UpdateInterval))
+	}
+	if c.Coordinator == nil {
+		errs = append(errs, errors.New("Coordinator is nil"))
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("watermark: invalid AlignerConfig: %w", errors.Join(errs...))
+	}
+	return nil
+}
+
+// Aligner makes one member's shards (the shards of one Tracker) keep pace with
+// its alignment group: a shard whose watermark is more than MaxDrift ahead of
+// the group minimum must not fetch until the minimum catches up.
+//
+// The group minimum is the lowest of the tracker's own minimum, read live, and
+// the other members' minimum, as last reported by the Coordinator. Shards that
+// are idle, pending without anchor, or finished do not count, and a member
+// whose shards all do not count reports no watermark; when nothing holds the
+// group there is no limit, so an empty group, a group of one, all members idle
+// or all finished never block. A shard without a watermark (pending) is never
+// blocked: it cannot be ahead. A restarted member reports no watermark until
+// its shards have one, so it does not hold the others with a stale value; its
+// shards then align like any other (it cannot run ahead by more than MaxDrift
+// plus one fetch).
+//
+// A blocked shard is paused in its Tracker for the whole wait, so waiting on
+// alignment never makes it idle. Blocked shards are re-checked on every
+// change of the tracker's minimum and of the group view (a signal, not a
+// periodic tick), and resume as soon as their watermark is within
+// MaxDrift of the new minimum, however far the minimum jumped.
+//
+// An Aligner runs one goroutine, stopped by Close. Its methods are safe for
+// concurrent use. One Aligner per Tracker.
+type Aligner struct {
+	cfg      AlignerConfig
+	t        *Tracker
+	notifier Notifier
+	logger   watermill.LoggerAdapter
+	drift    int64
+
+	others     atomic.Int64 // min over the other members, or unconstrained
+	unanchored atomic.Bool  // the last view had pending members without anchor
+	view       atomic.Pointer[GroupView]
+	viewTTL    atomic.Int64
+	viewAt     atomic.Int64 // tracker clock of the last successful report
+	blocked    atomic.Int64
+	blocks     atomic.Int64
+	reports    atomic.Int64
+	wakeMu     sync.Mutex
+	wake       chan struct{}
+	errMu      sync.Mutex
+	err        error
+	closing    chan struct{}
+	done       chan struct{}
+	ready      chan struct{}   // closed after the first report, successful or not
+	ctx        context.Context // ends with Close
+	cancel     context.CancelFunc
+	closeMu    sync.Mutex
+	closed     bool
+	closeErr   error
+}
+
+// NewAligner binds tracker to an alignment group and starts reporting its
+// watermark. Add the shards the member starts with before, so that its first
+// report says pending (the group anchors it) rather than released. A nil
+// logger becomes a no-op logger. It fails when the config is invalid or the
+// tracker already has an Aligner.
+func NewAligner(tracker *Tracker, config AlignerConfig, logger watermill.LoggerAdapter) (*Aligner, error) {
+	if err := config.Validate(); err != nil {
+		return nil, err
+	}
+	if tracker == nil {
+		return nil, errors.New("watermark: NewAligner: nil Tracker")
+	}
+	config.setDefaults()
+	if !tracker.bound1.CompareAndSwap(false, true) {
+		return nil, errors.New("watermark: NewAligner: the Tracker already has an Aligner")
+	}
+	if logger == nil {
+		logger = watermill.NopLogger{}
+	}
+	a := &Aligner{
+		cfg:     config,
+		t:       tracker,
+		logger:  logger.With(watermill.LogFields{"alignment_group": config.Group, "member": config.Member}),
+		drift:   int64(config.MaxDrift),
+		wake:    make(chan struct{}),
+		closing: make(chan struct{}),
+		done:    make(chan struct{}),
+		ready:   make(chan struct{}),
+	}
+	a.ctx, a.cancel = context.WithCancel(context.Background())
+	a.notifier, _ = config.Coordinator.(Notifier)
+	a.others.Store(unconstrained)
+	go a.run()
+	return a, nil
+}
+
+// Member returns the member name the Aligner reports under.
+func (a *Aligner) Member() string { return a.cfg.Member }
+
+// Wait blocks while shard id's watermark is more than MaxDrift ahead of the
+// group minimum, and returns nil once it may fetch. The shard is paused in the
+// Tracker while Wait blocks. It returns ctx's error when ctx ends first,
+// ErrClosed when the Aligner is closed, and an ErrUnknownShard error for an
+// id the Tracker does not hold. Call it before each fetch of the shard.
+func (a *Aligner) Wait(ctx context.Context, id int) error {
+	s := a.t.Shard(id)
+	if s == nil {
+		return fmt.Errorf("%w: %d", ErrUnknownShard, id)
+	}
+	return a.WaitShard(ctx, s)
+}
+
+// WaitShard is Wait for a shard handle of the Aligner's Tracker.
+func (a *Aligner) WaitShard(ctx context.Context, s *Shard) error {
+	if a.allowed(s) {
+		return nil
+	}
+	s.Pause()
+	a.blocked.Add(1)
+	a.blocks.Add(1)
+	defer func() {
+		a.blocked.Add(-1)
+		s.Resume()
+	}()
+	for {
+		ch := a.wakeChan()
+		if a.allowed(s) {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-a.closing:
+			return ErrClosed
+		}
+	}
+}
+
+// Allowed reports, without blocking, whether shard id may fetch now.
+func (a *Aligner) Allowed(id int) (bool, error) {
+	s := a.t.Shard(id)
+	if s == nil {
+		return false, fmt.Errorf("%w: %d", ErrUnknownShard, id)
+	}
+	return a.allowed(s), nil
+}
+
+func (a *Aligner) allowed(s *Shard) bool {
+	if s.finished.Load() {
+		return true
+	}
+	w := s.watermark()
+	if w == none {
+		return true
+	}
+	select {
+	case <-a.ready:
+	default:
+		return false // no view of the group yet: a fresh member must not run ahead
+	}
+	if a.unanchored.Load() {
+		return false // members waiting for an anchor: our next report gives them one
+	}
+	return w <= a.limit()
+}
+
+// limit is the highest watermark a shard may have and still fetch.
+func (a *Aligner) limit() int64 {
+	m := a.groupMin()
+	if m == unconstrained || m > unconstrained-a.drift {
+		return unconstrained
+	}
+	return m + a.drift
+}
+
+func (a *Aligner) groupMin() int64 { return min(a.t.alignmentMin(), a.othersMin()) }
+
+func (a *Aligner) othersMin() int64 {
+	o := a.others.Load()
+	if ttl := a.viewTTL.Load(); ttl > 0 && o != unconstrained && a.t.now()-a.viewAt.Load() > ttl {
+		return unconstrained
+	}
+	return o
+}
+
+// GroupMin returns the group minimum this member aligns to (its own tracker
+// included), false when nothing holds the group.
+func (a *Aligner) GroupMin() (time.Time, bool) {
+	m := a.groupMin()
+	if m == unconstrained {
+		return time.Time{}, false
+	}
+	return time.Unix(0, m), true
+}
+
+// Limit returns the highest watermark a shard may have and still fetch
+// (GroupMin plus MaxDrift), false when there is no limit.
+func (a *Aligner) Limit() (time.Time, bool) {
+	l := a.limit()
+	if l == unconstrained {
+		return time.Time{}, false
+	}
+	return time.Unix(0, l), true
+}
+
+// View returns the view of the other members from the last successful
+// report, false before the first.
+func (a *Aligner) View() (GroupView, bool) {
+	v := a.view.Load()
+	if v == nil {
+		return GroupView{}, false
+	}
+	return *v, true
+}
+
+// AlignerStats are counters of an Aligner.
+type AlignerStats struct {
+	// Blocked is the number of shards blocked in Wait now.
+	Blocked int
+	// Blocks counts the Wait calls that had to block.
+	Blocks int64
+	// Reports counts successful reports to the Coordinator.
+	Reports int64
+}
+
+// Stats returns the Aligner's counters.
+func (a *Aligner) Stats() AlignerStats {
+	return AlignerStats{Blocked: int(a.blocked.Load()), Blocks: a.blocks.Load(), Reports: a.reports.Load()}
+}
+
+// Err returns the error of the last failed report to the Coordinator, nil once
+// a report succeeds again. Failures are also logged (at Error level, once per
+// attempt). While reports fail the member keeps its last view of the group
+// until the view's TTL passes, then aligns its own shards only; a member whose
+// reports fail from the start has no view of the others.
+func (a *Aligner) Err() error {
+	a.errMu.Lock()
+	defer a.errMu.Unlock()
+	return a.err
+}
+
+func (a *Aligner) wakeChan() <-chan struct{} {
+	a.wakeMu.Lock()
+	defer a.wakeMu.Unlock()
+	return a.wake
+}
+
+// broadcast wakes every blocked Wait to re-check its shard.
+func (a *Aligner) broadcast() {
+	a.wakeMu.Lock()
+	close(a.wake)
+	a.wake = make(chan struct{})
+	a.wakeMu.Unlock()
+}
+
+// run reports the member's watermark and wakes blocked shards on every change.
+func (a *Aligner) run() {
+	defer close(a.done)
+	interval := a.cfg.UpdateInterval
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	nextReport := a.t.now()
+	report := true
+	lastLimit := int64(none)
+	for {
+		var notify <-chan struct{}
+		if a.notifier != nil {
+			notify = a.notifier.Changed(a.cfg.Group) // before the report, so no change is missed
+		}
+		if report {
+			a.report()
+			nextReport = a.t.now() + int64(interval)
+			report = false
+			select {
+			case <-a.ready:
+			default:
+				close(a.ready)
+			}
+		}
+		// Blocked shards re-check on every change. Without any, a wake-up is
+		// needed only when the limit moved (a Wait may be about to block).
+		if l := a.limit(); l != lastLimit || a.blocked.Load() > 0 {
+			lastLimit = l
+			a.broadcast()
+		}
+		wait := nextReport - a.t.now()
+		if d := a.t.nextDeadline.Load() - a.t.now(); d < wait {
+			wait = d // an idleness transition is due: re-evaluate then
+		}
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+		timer.Reset(time.Duration(max(wait, int64(time.Millisecond))))
+		select {
+		case <-a.closing:
+			return
+		case <-a.t.changed:
+			report = a.notifier != nil
+		case <-notify:
+			report = true
+		case <-timer.C:
+			a.t.alignmentMin() // applies due idleness transitions, may signal t.changed
+			report = a.t.now() >= nextReport
+		}
+	}
+}
+
+func (a *Aligner) report() {
+	state, own := a.t.alignmentState()
+	var wm time.Time
+	if state == MemberHolding {
+		wm = time.Unix(0, own)
+	}
+	// a.ctx ends with Close: Close must not wait for a slow coordinator.
+	ctx, cancel := context.WithTimeout(a.ctx, min(max(a.cfg.UpdateInterval, time.Second), maxReportTimeout))
+	defer cancel()
+	view, err := a.cfg.Coordinator.Report(ctx, a.cfg.Group, a.cfg.Member, state, wm)
+	a.errMu.Lock()
+	a.err = err
+	a.errMu.Unlock()
+	if err != nil {
+		a.logger.Error("Watermark report to the alignment coordinator failed", err, nil)
+		return
+	}
+	o := int64(unconstrained)
+	if view.Constrained {
+		o = view.Min.UnixNano()
+	}
+	a.viewTTL.Store(int64(view.TTL))
+	a.viewAt.Store(a.t.now())
+	a.others.Store(o)
+	a.unanchored.Store(view.Unanchored > 0)
+	a.view.Store(&view)
+	a.reports.Add(1)
+}
+
+// Close stops the Aligner: blocked Wait calls return ErrClosed, the goroutine
+// ends, and the member leaves its group (so it stops holding the others at
+// once). It returns the error of Leave. Calling Close again returns the same
+// result.
+func (a *Aligner) Close() error {
+	a.closeMu.Lock()
+	defer a.closeMu.Unlock()
+	if a.closed {
+		return a.closeErr
+	}
+	a.closed = true
+	close(a.closing)
+	a.cancel()
+	<-a.done
+	ctx, cancel := context.WithTimeout(context.Background(), leaveTimeout)
+	defer cancel()
+	if err := a.cfg.Coordinator.Leave(ctx, a.cfg.Group, a.cfg.Member); err != nil {
+		a.closeErr = fmt.Errorf("watermark: leave alignment group %q: %w", a.cfg.Group, err)
+	}
+	a.t.bound1.Store(false)
+	return a.closeErr
+}
