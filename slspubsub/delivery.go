@@ -32,6 +32,8 @@ type delivery struct {
 // settled) or ctx ends. While waiting for data it still handles acks and
 // nacks, so a nacked message is redelivered at once.
 func (d *delivery) run(ctx context.Context, batches <-chan fetchedBatch) {
+	drain, stopDrain := d.drainContext(ctx)
+	defer stopDrain()
 	for batches != nil {
 		select {
 		case b, ok := <-batches:
@@ -39,13 +41,13 @@ func (d *delivery) run(ctx context.Context, batches <-chan fetchedBatch) {
 				batches = nil
 				break
 			}
-			done := d.deliverBatch(ctx, b)
+			done := d.deliverBatch(ctx, drain, b)
 			d.st.reader.budget.release(b.size)
 			if !done {
 				return
 			}
 		case r := <-d.results:
-			if !d.handle(ctx, r) {
+			if !d.handle(drain, r) {
 				return
 			}
 		case <-ctx.Done():
@@ -53,14 +55,47 @@ func (d *delivery) run(ctx context.Context, batches <-chan fetchedBatch) {
 		}
 	}
 	for d.inFlight > 0 {
-		if !d.settle(ctx) {
+		if !d.settle(drain) {
 			return
 		}
 	}
 }
 
-// deliverBatch delivers every log of b; false means stop the shard.
-func (d *delivery) deliverBatch(ctx context.Context, b fetchedBatch) bool {
+// drainContext returns the context messages are delivered and awaited
+// under: it ends CloseTimeout after ctx ends (at once with a negative
+// CloseTimeout). Between the two, the LogGroup being delivered is finished
+// and acks are still counted, so that a stopped shard's checkpoint lands
+// on a group boundary and its next reader redelivers nothing that was
+// handled.
+func (d *delivery) drainContext(ctx context.Context) (context.Context, func()) {
+	drain, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	grace := d.sub.s.cfg.CloseTimeout
+	var mu sync.Mutex
+	var timer *time.Timer
+	stop := context.AfterFunc(ctx, func() {
+		if grace <= 0 {
+			cancel()
+			return
+		}
+		mu.Lock()
+		timer = time.AfterFunc(grace, cancel)
+		mu.Unlock()
+	})
+	return drain, func() {
+		stop()
+		mu.Lock()
+		if timer != nil {
+			timer.Stop()
+		}
+		mu.Unlock()
+		cancel()
+	}
+}
+
+// deliverBatch delivers every log of b; false means stop the shard. A new
+// LogGroup is started only while ctx lives; one started is delivered to
+// its end under drain.
+func (d *delivery) deliverBatch(ctx, drain context.Context, b fetchedBatch) bool {
 	s := d.sub.s
 	shardText := strconv.Itoa(d.st.id)
 	for gi := range b.groups {
@@ -68,6 +103,9 @@ func (d *delivery) deliverBatch(ctx context.Context, b fetchedBatch) bool {
 		cursor := b.first + int64(gi)
 		pos := Position{Shard: d.st.id, Cursor: cursorFromInt64(cursor)}
 		shared := newGroupShared(g, shardText, pos.Cursor)
+		if ctx.Err() != nil {
+			return false
+		}
 		for li := range g.Logs {
 			if gi == 0 && li < b.skip {
 				continue
@@ -89,7 +127,7 @@ func (d *delivery) deliverBatch(ctx context.Context, b fetchedBatch) bool {
 				msg = unmarshalForeign(in)
 				msg.Metadata.Set(MetadataUnmarshalError, err.Error())
 			}
-			if !d.send(ctx, msg, pos) {
+			if !d.send(drain, msg, pos) {
 				return false
 			}
 		}
@@ -144,12 +182,9 @@ func (d *delivery) send(ctx context.Context, msg *message.Message, pos Position)
 	}
 }
 
-// await waits until msg is acked or nacked (settled) or ctx ends. Acks are
-// tracked here, so that none is lost when the subscription ends right after
-// it. When ctx ends, the message's context ends at once (handlers should
-// stop) and await still waits up to CloseTimeout for the message to be
-// acked or nacked: an ack then still counts, and is committed, so a
-// graceful stop or a rebalance does not redeliver what was handled.
+// await waits until msg is acked or nacked (settled) or ctx (the drain
+// context) ends. Acks are tracked here, so that none is lost when the
+// shard's reading ends right after it.
 func (d *delivery) await(ctx context.Context, msg *message.Message, msgCtx *msgContext, pos Position) (settled, acked bool) {
 	select {
 	case <-msg.Acked():
@@ -160,16 +195,6 @@ func (d *delivery) await(ctx context.Context, msg *message.Message, msgCtx *msgC
 	case <-ctx.Done():
 	}
 	msgCtx.end()
-	grace := d.sub.s.cfg.CloseTimeout
-	if grace > 0 {
-		t := time.NewTimer(grace)
-		defer t.Stop()
-		select {
-		case <-msg.Acked():
-		case <-msg.Nacked():
-		case <-t.C:
-		}
-	}
 	select {
 	case <-msg.Acked():
 		d.ack(pos)

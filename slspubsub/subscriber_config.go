@@ -206,11 +206,14 @@ type SubscriberConfig struct {
 
 	// CloseTimeout bounds how long the end of a shard's reading (Close,
 	// the end of Subscribe's context, a shard handed to another consumer)
-	// waits for messages already delivered to be acked or nacked. Their
-	// contexts end at once, so handlers can stop; an ack that comes within
-	// CloseTimeout still counts and is committed, so a graceful stop or a
-	// rebalance redelivers nothing that was handled. Default 5 s; a
-	// negative value does not wait.
+	// may take to end cleanly: the LogGroup being delivered is delivered to
+	// its end and messages in flight may still be acked. The checkpoint
+	// then lands on a LogGroup boundary (SLS checkpoints are LogGroup
+	// cursors), so the shard's next reader redelivers nothing that was
+	// handled. Messages' contexts end when it runs out; a consumer that
+	// stopped reading the channel makes Close wait that long. Default 5 s;
+	// a negative value ends at once (the acked logs of a partly handled
+	// LogGroup are then delivered again by the next reader).
 	CloseTimeout time.Duration
 
 	// PositionStore, when set, is consulted first for each shard's resume

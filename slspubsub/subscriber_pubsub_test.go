@@ -67,6 +67,7 @@ func pstConstructor(env *testutil.SLSEnv, hashKey, group string) func(t *testing
 			HeartbeatInterval:   200 * time.Millisecond,
 			HeartbeatTimeout:    3 * time.Second,
 			RediscoveryInterval: 200 * time.Millisecond,
+			CloseTimeout:        time.Second,
 		}, watermill.NopLogger{})
 		if err != nil {
 			t.Fatal(err)
