@@ -263,6 +263,7 @@ func (p *Publisher) enqueue(logstore string, entries []entry) bool {
 	if p.closed {
 		return false
 	}
+	p.accepted.Add(int64(len(entries)))
 	var l *lane
 	for i := range entries {
 		e := &entries[i]
@@ -366,12 +367,7 @@ func (p *Publisher) worker() {
 		p.mu.Unlock()
 		p.complete(done, berr)
 		if len(done) > 1 {
-			// Let the callers just woken publish their next messages
-			// before the next batch is cut, so that they join it instead
-			// of waiting a whole request for the one after. No timer:
-			// one pass of the scheduler. (More passes, as long as
-			// messages keep arriving, made batches smaller, not larger.)
-			runtime.Gosched()
+			p.yieldToCallers(len(done))
 		}
 		if keep {
 			p.mu.Lock()
@@ -379,6 +375,28 @@ func (p *Publisher) worker() {
 			p.mu.Unlock()
 		}
 		clear(done)
+	}
+}
+
+// maxCallerYields bounds the scheduler passes of yieldToCallers.
+// Measured with 64 callers (BenchmarkPublisherVsSDKProducer): one pass
+// gave ~41 logs per request, up to 8 passes ~48, and ~10% less CPU per log.
+const maxCallerYields = 8
+
+// yieldToCallers lets the callers a worker just woke publish their next
+// messages before the next batch is cut, so that they join it instead of
+// waiting a whole request for the one after. No timer: passes of the
+// scheduler, until as many messages arrived as callers were woken, or at
+// most maxCallerYields passes. (One pass is not enough: an idle P takes the
+// yielding worker from the global run queue at once, before the woken
+// callers, queued on the worker's P, have run.)
+func (p *Publisher) yieldToCallers(woken int) {
+	start := p.accepted.Load()
+	for range maxCallerYields {
+		runtime.Gosched()
+		if p.accepted.Load()-start >= int64(woken) {
+			return
+		}
 	}
 }
 

@@ -137,6 +137,8 @@ type Publisher struct {
 	drained       chan struct{} // closed when closed and busyLanes == 0
 	drainedClosed bool
 
+	accepted atomic.Int64 // messages enqueued so far (see yieldToCallers)
+
 	wg sync.WaitGroup // workers and pending retry timers
 }
 

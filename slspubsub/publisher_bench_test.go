@@ -34,7 +34,7 @@ import (
 // by cpu-µs/log. The SDK's producer lingers into ~2 500-log requests, so
 // its per-request costs (HTTP on both sides, syscalls, signing and
 // checking, request parsing) vanish per log; 64 synchronous callers can
-// put at most 64 logs in a request (about 40 measured), and those costs
+// put at most 64 logs in a request (about 48 measured), and those costs
 // dominate ours. See the Group commit notes in batcher.go.
 //
 //   - watermill-sls: Publish is synchronous, it returns once SLS has
