@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,21 +18,31 @@ import (
 //
 // Every accepted message becomes an entry in the queue of its lane: one
 // lane per (logstore, hash key), or per logstore when the Publisher has no
-// HashKey. A lane has at most one PutLogs request in flight: when it is
-// idle and an entry arrives it joins the ready queue; a worker takes it,
-// cuts a batch from the head of its entries (the longest run of entries with
-// the same topic, source and tags, within MaxBatchCount and MaxBatchBytes),
-// sends it, and on success queues the lane again if entries arrived
-// meanwhile. So a lone message is sent at once, messages arriving during a
-// request ride together in the next one, and the order of a lane's queue
-// is the order SLS stores, retries included (a batch waiting to be retried
-// blocks its lane).
+// HashKey. When a lane is idle and an entry arrives it joins the ready
+// queue; a worker takes it, cuts a batch from the head of its entries (the
+// longest run of entries with the same topic, source and tags, within
+// MaxBatchCount and MaxBatchBytes), sends it, and when it settles queues
+// the lane again if entries arrived meanwhile. So a lone message is sent at
+// once, and messages arriving during a request ride together in the next
+// one.
 //
-// One lane per hash key rather than per LogGroup key (topic, source, tags,
-// hash key) keeps order between messages of one key with different
-// topics, and is required for idempotent writes: SLS keeps one sequence per
-// hash key, and two requests of one hash key in flight at once could make a
-// retry look like a duplicate.
+// A lane of a hash key has at most one request in flight, so the order of
+// its queue is the order SLS stores, retries included (a batch waiting to
+// be retried blocks its lane). One lane per hash key rather than per
+// LogGroup key (topic, source, tags, hash key) keeps order between messages
+// of one key with different topics, and is required for idempotent writes:
+// SLS keeps one sequence per hash key, and two requests of one hash key in
+// flight at once could make a retry look like a duplicate.
+//
+// A lane without a hash key (SLS spreads its requests over the shards and
+// promises no order) may have several requests in flight, up to
+// MaxConcurrentRequests, but starts another one beside those in flight only
+// when a full batch waits (MaxBatchCount logs or MaxBatchBytes bytes): as
+// long as the next request can still grow, its messages wait for the one
+// in flight, so each request carries as many messages as the callers
+// provide. Measured with 64 callers against the in-process emulator, more
+// requests in flight with smaller batches cost more CPU per message than
+// they saved in waiting (see BenchmarkPublisherVsSDKProducer).
 //
 // Workers (at most MaxConcurrentRequests) exist only while lanes are ready:
 // they are started when a lane becomes ready and exit when none is. A batch
@@ -99,31 +110,60 @@ func (e *entry) finish(err error) {
 type laneState uint8
 
 const (
-	laneIdle    laneState = iota // nothing queued, nothing in flight
+	laneIdle    laneState = iota // nothing queued, nothing in flight: not in Publisher.lanes
 	laneReady                    // in the ready queue
-	laneSending                  // a worker holds it
-	laneBackoff                  // its batch waits for a retry timer
+	laneHeld                     // a worker holds it (see lane)
+	laneWaiting                  // batches in flight or waiting for a retry; not ready, not held
 )
 
-// lane is the unit of ordering: at most one request in flight; see above.
+// lane is the unit of ordering and of group commit; see above.
 //
 // Its waiting entries are queue (appended by Publish under the
 // Publisher's mutex) followed, in front, by carry[head:] (taken by the
-// lane's worker in one move, and cut into batches outside the mutex). Only
-// the worker that holds the lane (laneSending) touches carry outside the
-// mutex, so that Publish callers never wait for a batch being cut.
+// worker that holds the lane in one move, and cut into batches outside the
+// mutex). Only the worker that holds the lane (laneHeld) touches carry
+// outside the mutex, so that Publish callers never wait for a batch being
+// cut.
+//
+// A lane with limit 1 (a hash key) is held from the moment a worker takes
+// it until its batch settles, so its batches go one at a time. A lane with
+// a larger limit (no hash key) is held only while a batch is cut; then it
+// is let go, and another worker may cut and send its next batch while the
+// first is in flight, up to limit batches.
 type lane struct {
-	key     laneKey
-	hashKey string // "" without HashKey: load-balanced writes
-	queue   []*entry
-	carry   []*entry
-	head    int // carry[head:] wait, before queue
-	state   laneState
-	retry   *batch      // the batch to send again (laneBackoff, or laneReady after it)
-	timer   *time.Timer // the retry timer in laneBackoff
+	key          laneKey
+	hashKey      string // "" without HashKey: load-balanced writes
+	queue        []*entry
+	carry        []*entry
+	head         int // carry[head:] wait, before queue
+	state        laneState
+	limit        int      // the most batches in flight at once
+	inflight     int      // batches cut and not settled: being sent, or waiting for a retry
+	pendingBytes int      // what the pending entries add to LogGroups (counted when limit > 1)
+	backoff      []*batch // batches waiting for their retry timer
+	due          []*batch // batches whose retry wait ended, sent before anything new is cut
 }
 
 func (l *lane) pending() int { return len(l.carry) - l.head + len(l.queue) }
+
+// wantsWorker reports whether a lane no worker holds has a batch to send
+// now: one whose retry is due, or a new one when the lane has room for
+// another request and either nothing in flight (a lone message goes at
+// once; when a batch settles, what arrived meanwhile follows) or a full
+// batch waiting (MaxBatchCount logs or MaxBatchBytes bytes): more requests
+// in flight only when group commit cannot make the next one any larger, so
+// that each request carries as many messages as the callers provide.
+// Callers hold mu.
+func (p *Publisher) wantsWorker(l *lane) bool {
+	if len(l.due) > 0 {
+		return true
+	}
+	n := l.pending()
+	if n == 0 || l.inflight >= l.limit {
+		return false
+	}
+	return l.inflight == 0 || n >= p.config.MaxBatchCount || l.pendingBytes >= p.config.MaxBatchBytes
+}
 
 // takeQueue moves queue behind carry. Callers hold mu.
 func (l *lane) takeQueue() {
@@ -137,13 +177,14 @@ func (l *lane) takeQueue() {
 }
 
 // drain removes and returns the lane's waiting entries, in order. Callers
-// hold mu.
+// hold mu, and no worker holds l.
 func (l *lane) drain(dst []*entry) []*entry {
 	dst = append(dst, l.carry[l.head:]...)
 	dst = append(dst, l.queue...)
 	clear(l.carry)
 	clear(l.queue)
 	l.carry, l.queue, l.head = l.carry[:0], l.queue[:0], 0
+	l.pendingBytes = 0
 	return dst
 }
 
@@ -161,6 +202,7 @@ type batch struct {
 	timedOut bool            // RetryTimeout ended its retries
 	ctx      context.Context // ends at the batch's RetryTimeout, or when Close gives up
 	cancel   context.CancelFunc
+	timer    *time.Timer // its retry timer, while in its lane's backoff
 }
 
 var batchPool = sync.Pool{New: func() any { return new(batch) }}
@@ -212,15 +254,16 @@ func nextSeqID() int64 {
 	}
 }
 
-// enqueue appends accepted entries to their lanes, making idle lanes ready
-// and starting workers for them. It refuses (false) once the Publisher is
-// closed.
+// enqueue appends accepted entries to their lanes, making lanes ready
+// and starting workers for them as wantsWorker says. It refuses (false)
+// once the Publisher is closed.
 func (p *Publisher) enqueue(logstore string, entries []entry) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
 		return false
 	}
+	p.accepted.Add(int64(len(entries)))
 	var l *lane
 	for i := range entries {
 		e := &entries[i]
@@ -228,25 +271,42 @@ func (p *Publisher) enqueue(logstore string, entries []entry) bool {
 		if l == nil || l.key != key {
 			l = p.lanes[key]
 			if l == nil {
-				l = &lane{key: key}
+				l = &lane{key: key, limit: 1}
 				if key.keyed {
 					l.hashKey = key.hash.String()
+				} else {
+					l.limit = p.unkeyedLaneLimit()
 				}
 				p.lanes[key] = l
 			}
 		}
 		l.queue = append(l.queue, e)
-		if l.state == laneIdle {
+		if l.limit > 1 {
+			l.pendingBytes += e.size
+		}
+		switch l.state {
+		case laneIdle:
 			p.busyLanes++
 			p.makeReady(l, true)
+		case laneWaiting:
+			if p.wantsWorker(l) {
+				p.makeReady(l, true)
+			}
 		}
 	}
 	return true
 }
 
+// unkeyedLaneLimit is the most requests in flight at once for the
+// messages of a logstore without a hash key: SLS promises no order between
+// them, so several requests may carry them at once.
+func (p *Publisher) unkeyedLaneLimit() int {
+	return p.config.MaxConcurrentRequests
+}
+
 // makeReady queues l for a worker, starting one if spawn is set and the
-// limit allows. A worker requeueing its own lane does not spawn: it takes
-// the next ready lane itself. Callers hold mu.
+// limit allows. A worker requeueing a lane after its own batch settled
+// does not spawn: it takes the next ready lane itself. Callers hold mu.
 func (p *Publisher) makeReady(l *lane, spawn bool) {
 	l.state = laneReady
 	p.ready = append(p.ready, l)
@@ -269,34 +329,86 @@ func (p *Publisher) worker() {
 			p.mu.Unlock()
 			return
 		}
-		b := l.retry
-		l.retry = nil
-		if b == nil {
+		var b *batch
+		if len(l.due) > 0 {
+			b = l.due[0]
+			l.due = l.due[:copy(l.due, l.due[1:])]
+		} else if l.pending() == 0 {
+			// Close failed its entries while it waited in the ready queue.
+			p.laneDone(l)
+			p.mu.Unlock()
+			continue
+		} else {
 			l.takeQueue()
+			l.inflight++
 		}
-		l.state = laneSending
+		l.state = laneHeld
+		if b != nil && l.limit > 1 {
+			p.letGo(l)
+		}
 		p.mu.Unlock()
 
 		if b == nil {
 			b = p.cutBatch(l)
+			if l.limit > 1 {
+				p.mu.Lock()
+				l.pendingBytes -= b.bytes - b.entries[0].hdr
+				p.letGo(l)
+				p.mu.Unlock()
+			}
 			b.encode()
 		}
 		err := p.send(b)
 
 		p.mu.Lock()
 		var berr error
-		done, berr = p.settle(l, b, err, done[:0])
+		var keep bool
+		done, berr, keep = p.settle(l, b, err, done[:0])
 		p.mu.Unlock()
 		p.complete(done, berr)
 		if len(done) > 1 {
-			// Let the callers just woken publish their next messages
-			// before the next batch is cut, so that they join it instead
-			// of waiting a whole request for the one after. No timer:
-			// one pass of the scheduler.
-			runtime.Gosched()
+			p.yieldToCallers(len(done))
+		}
+		if keep {
+			p.mu.Lock()
+			p.laneDone(l)
+			p.mu.Unlock()
 		}
 		clear(done)
 	}
+}
+
+// maxCallerYields bounds the scheduler passes of yieldToCallers.
+// Measured with 64 callers (BenchmarkPublisherVsSDKProducer): one pass
+// gave ~41 logs per request, up to 8 passes ~48, and ~10% less CPU per log.
+const maxCallerYields = 8
+
+// yieldToCallers lets the callers a worker just woke publish their next
+// messages before the next batch is cut, so that they join it instead of
+// waiting a whole request for the one after. No timer: passes of the
+// scheduler, until as many messages arrived as callers were woken, or at
+// most maxCallerYields passes. (One pass is not enough: an idle P takes the
+// yielding worker from the global run queue at once, before the woken
+// callers, queued on the worker's P, have run.)
+func (p *Publisher) yieldToCallers(woken int) {
+	start := p.accepted.Load()
+	for range maxCallerYields {
+		runtime.Gosched()
+		if p.accepted.Load()-start >= int64(woken) {
+			return
+		}
+	}
+}
+
+// letGo ends a worker's hold on a lane with limit > 1 once its batch is
+// cut: the lane is ready again if it has another batch to send now, else
+// waiting. Callers hold mu.
+func (p *Publisher) letGo(l *lane) {
+	if p.wantsWorker(l) {
+		p.makeReady(l, true)
+		return
+	}
+	l.state = laneWaiting
 }
 
 // popReady takes the lane at the head of the ready queue. Callers hold mu.
@@ -315,7 +427,7 @@ func (p *Publisher) popReady() *lane {
 
 // cutBatch takes the next batch off l's carry: the longest run of entries
 // of one LogGroup (topic, source, tags) within the batch limits; at least
-// one entry. Only l's worker calls it, without mu.
+// one entry. Only the worker that holds l calls it, without mu.
 func (p *Publisher) cutBatch(l *lane) *batch {
 	b := batchPool.Get().(*batch)
 	b.lane = l
@@ -354,9 +466,19 @@ func (p *Publisher) send(b *batch) error {
 
 // settle decides what an attempt's outcome means for b and its lane: done,
 // failed, or to be retried after a backoff. It returns the entries to
-// complete, and the error to complete them with (nil: written). Callers
-// hold mu.
-func (p *Publisher) settle(l *lane, b *batch, err error, done []*entry) ([]*entry, error) {
+// complete, and the error to complete them with (nil: written).
+//
+// When the batch leaves its lane with nothing queued or in flight, and the
+// callers it wakes may publish again at once, settle keeps the lane held
+// (keep) instead of letting it go idle; the worker lets go of it (laneDone)
+// after its pass of the scheduler. Otherwise the first of those callers
+// would find the lane idle and be sent alone, at once, and the others wait
+// for that request: a request for one message, then one for the rest,
+// instead of one for all. Callers hold mu.
+func (p *Publisher) settle(l *lane, b *batch, err error, done []*entry) (_ []*entry, _ error, keep bool) {
+	// A lane with limit 1 is held by the worker settling its batch; one
+	// with a larger limit may be held by another worker, cutting.
+	holder := l.limit == 1
 	if err != nil && p.config.IdempotentWrites && b.attempts > 1 && isInvalidSequenceID(err) {
 		// An earlier attempt of this batch was written; its answer was lost.
 		p.logger.Debug("PutLogs retry answered InvalidSequenceId: the batch was already written", p.batchFields(b, err))
@@ -365,19 +487,27 @@ func (p *Publisher) settle(l *lane, b *batch, err error, done []*entry) ([]*entr
 	if err != nil {
 		if wait, ok := p.retryAfter(b, err); ok {
 			p.logger.Debug("PutLogs failed, retrying", p.batchFields(b, err).Add(watermill.LogFields{"backoff": wait}))
-			l.state, l.retry, b.lastErr = laneBackoff, b, err
+			// The batch keeps its place in l.inflight: a lane with limit 1
+			// sends nothing else before it.
+			b.lastErr = err
+			l.backoff = append(l.backoff, b)
 			p.wg.Add(1)
-			l.timer = time.AfterFunc(wait, func() { p.retryDue(l) })
-			return done, nil
+			b.timer = time.AfterFunc(wait, func() { p.retryDue(l, b) })
+			if holder {
+				l.state = laneWaiting
+			}
+			return done, nil, false
 		}
 		err = p.batchError(b, err)
 	}
 	done = append(done, b.entries...)
+	l.inflight--
 	p.releaseBatch(b)
-	if err != nil && (l.key.keyed || p.killed) {
+	if err != nil && (l.key.keyed || p.killed) && (holder || l.state != laneHeld) {
 		// Keep the key's order: what was queued behind a failed batch
 		// fails with it rather than being written after a gap the caller
-		// would fill later, out of order.
+		// would fill later, out of order. (After Close gave up, a lane
+		// another worker holds is drained when that worker's batch fails.)
 		queued := l.pending()
 		done = l.drain(done)
 		if queued > 0 {
@@ -387,19 +517,35 @@ func (p *Publisher) settle(l *lane, b *batch, err error, done []*entry) ([]*entr
 	if p.killed && err != nil {
 		p.lostOnClose += len(done)
 	}
-	p.laneDone(l)
-	return done, err
+	if holder || l.state == laneWaiting {
+		if len(done) > 1 && l.inflight == 0 && l.pending() == 0 && len(l.due) == 0 && !p.killed {
+			l.state = laneHeld
+			return done, err, true
+		}
+		p.laneDone(l)
+	} // else another worker holds it and lets go of it later, or it is ready
+	return done, err, false
 }
 
-// laneDone puts l back in the ready queue if entries wait, else retires it.
-// Only a worker, which goes on to take a ready lane, calls it with entries
-// waiting. Callers hold mu.
+// laneDone makes a lane that no worker holds any more ready if it has a
+// batch to send, else waiting or, with nothing queued or in flight, idle.
+// Only a worker, which goes on to take a ready lane, calls it when the lane
+// may become ready. Callers hold mu.
 func (p *Publisher) laneDone(l *lane) {
-	l.timer = nil
-	if l.pending() > 0 {
+	if p.wantsWorker(l) {
 		p.makeReady(l, false)
 		return
 	}
+	if l.inflight > 0 || l.pending() > 0 {
+		l.state = laneWaiting
+		return
+	}
+	p.laneIdle(l)
+}
+
+// laneIdle retires a lane with nothing queued or in flight. Callers hold
+// mu.
+func (p *Publisher) laneIdle(l *lane) {
 	l.state = laneIdle
 	delete(p.lanes, l.key)
 	p.busyLanes--
@@ -434,14 +580,22 @@ func (p *Publisher) retryAfter(b *batch, err error) (time.Duration, bool) {
 	return wait, true
 }
 
-// retryDue makes a lane whose retry timer fired ready again.
-func (p *Publisher) retryDue(l *lane) {
+// retryDue moves a batch whose retry timer fired from its lane's backoff to
+// its due batches, and makes the lane ready if no worker holds it.
+func (p *Publisher) retryDue(l *lane, b *batch) {
 	defer p.wg.Done()
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if l.state == laneBackoff { // else Close failed the batch meanwhile
-		p.makeReady(l, true)
+	i := slices.Index(l.backoff, b)
+	if i < 0 {
+		return // Close failed the batch meanwhile
 	}
+	l.backoff = slices.Delete(l.backoff, i, i+1)
+	b.timer = nil
+	l.due = append(l.due, b)
+	if l.state == laneWaiting {
+		p.makeReady(l, true)
+	} // else a worker holds it and lets go of it later, or it is ready
 }
 
 // batchError is the error a failed batch's messages report.
@@ -484,23 +638,36 @@ func (p *Publisher) kill() {
 	err := fmt.Errorf("%w: not written within CloseTimeout (%v)", ErrPublisherClosed, p.config.CloseTimeout)
 	var failed []*entry
 	var lost []abandonedBatch
+	abandon := func(l *lane, b *batch) {
+		// Its callers learn why it was still unwritten.
+		berr := fmt.Errorf("%w after %d attempts: %w", err, b.attempts, b.lastErr)
+		p.lostOnClose += len(b.entries)
+		lost = append(lost, abandonedBatch{append([]*entry(nil), b.entries...), berr})
+		l.inflight--
+		p.releaseBatch(b)
+	}
 	for _, l := range p.lanes {
-		if l.state == laneSending {
-			continue // its worker settles it
+		for _, b := range l.backoff {
+			if b.timer.Stop() {
+				p.wg.Done() // the timer's callback will not run
+			}
+			abandon(l, b)
 		}
-		if l.state == laneBackoff && l.timer.Stop() {
-			p.wg.Done() // the timer's callback will not run
+		for _, b := range l.due {
+			abandon(l, b)
 		}
-		if b := l.retry; b != nil {
-			// Its callers learn why it was still unwritten.
-			berr := fmt.Errorf("%w after %d attempts: %w", err, b.attempts, b.lastErr)
-			p.lostOnClose += len(b.entries)
-			lost = append(lost, abandonedBatch{append([]*entry(nil), b.entries...), berr})
-			l.retry = nil
-			p.releaseBatch(b)
+		clear(l.backoff)
+		clear(l.due)
+		l.backoff, l.due = l.backoff[:0], l.due[:0]
+		if l.state == laneHeld {
+			continue // its worker fails its batch, and what is queued behind it
 		}
 		failed = l.drain(failed)
-		p.laneDone(l)
+		if l.inflight > 0 {
+			l.state = laneWaiting // the workers sending its batches settle it
+		} else {
+			p.laneIdle(l)
+		}
 	}
 	clear(p.ready)
 	p.ready, p.readyHead = p.ready[:0], 0

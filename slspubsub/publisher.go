@@ -38,20 +38,24 @@ var ErrPublisherClosed = errors.New("slspubsub: publisher closed")
 // # Group commit
 //
 // Concurrent Publish calls share PutLogs requests. Messages are grouped by
-// logstore and hash key (see PublisherConfig.HashKey); each such lane has
-// at most one request in flight. A message arriving at an idle lane is sent
-// at once (there is no linger time); messages arriving while a request of
-// their lane is in flight are sent together in the next request, up to
-// MaxBatchCount logs and MaxBatchBytes bytes (a request carries one
-// LogGroup, so messages with different topic, source or tags metadata go
-// in different requests). Lanes proceed in parallel, up to
-// MaxConcurrentRequests requests in flight. The more callers, the larger
-// the requests: throughput grows with concurrency instead of with a linger
-// delay.
+// logstore and hash key (see PublisherConfig.HashKey) into lanes. A
+// message arriving at an idle lane is sent at once (there is no linger
+// time); messages arriving while a request of their lane is in flight are
+// sent together in the next request, up to MaxBatchCount logs and
+// MaxBatchBytes bytes (a request carries one LogGroup, so messages with
+// different topic, source or tags metadata go in different requests).
+// Lanes proceed in parallel, up to MaxConcurrentRequests requests in
+// flight. The more callers, the larger the requests: throughput grows with
+// concurrency instead of with a linger delay.
 //
-// Without a HashKey, a logstore's messages form one lane and SLS spreads
-// the requests over the shards. With a HashKey, each distinct hash key is a
-// lane: use HashBuckets to let one request carry many keys.
+// With a HashKey, each distinct hash key is a lane with at most one request
+// in flight, which keeps the key's order: use HashBuckets to let one
+// request carry many keys. Without a HashKey, a logstore's messages form
+// one lane, SLS spreads its requests over the shards, and no order is
+// kept: when a full batch (MaxBatchCount or MaxBatchBytes) waits while
+// requests are in flight, another request starts at once, up to
+// MaxConcurrentRequests; otherwise waiting messages join the next request
+// when one settles.
 //
 // # Order
 //
@@ -61,7 +65,9 @@ var ErrPublisherClosed = errors.New("slspubsub: publisher closed")
 // anything after it, so retries do not reorder. When a batch fails for
 // good, the messages queued behind it on the same hash key fail too,
 // unsent, so that a caller who publishes them again does not find them
-// written after later ones.
+// written after later ones. Without a HashKey no order is promised (SLS
+// writes the requests to different shards), and a retried batch does not
+// hold back the others.
 //
 // # Retries
 //
@@ -130,6 +136,8 @@ type Publisher struct {
 	busyLanes     int           // lanes not idle
 	drained       chan struct{} // closed when closed and busyLanes == 0
 	drainedClosed bool
+
+	accepted atomic.Int64 // messages enqueued so far (see yieldToCallers)
 
 	wg sync.WaitGroup // workers and pending retry timers
 }

@@ -1327,3 +1327,139 @@ func ExamplePublisher() {
 	fmt.Println("written")
 	// Output: written
 }
+
+// pubPeakInFlight wraps c to record the most requests in flight at once.
+func pubPeakInFlight(c *http.Client) (*http.Client, *atomic.Int32) {
+	var inFlight, peak atomic.Int32
+	base := c.Transport
+	return &http.Client{Transport: pubRoundTripFunc(func(r *http.Request) (*http.Response, error) {
+		n := inFlight.Add(1)
+		defer inFlight.Add(-1)
+		for {
+			old := peak.Load()
+			if n <= old || peak.CompareAndSwap(old, n) {
+				break
+			}
+		}
+		return base.RoundTrip(r)
+	})}, &peak
+}
+
+// TestPublisherRequestsInFlightPerLane: a hash key has one request in
+// flight at a time whatever waits behind it (its order); a logstore
+// without a hash key has one while the next request can still grow (group
+// commit), and several, up to MaxConcurrentRequests, once full batches
+// wait.
+func TestPublisherRequestsInFlightPerLane(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		keyed      bool
+		batchCount int
+		callers    int
+		want       int32
+	}{
+		{"one key, full batches waiting", true, 10, 1, 1},
+		{"no key, full batches waiting", false, 10, 1, 4},
+		{"no key, batches still growing", false, 4096, 64, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env := newPubEnv(t, 4)
+			// Requests slow enough that the workers start theirs before
+			// the first one is answered, even on a loaded machine.
+			for _, op := range []slstest.Operation{slstest.OpPutLogs, slstest.OpPostLogStoreLogs} {
+				env.Server.InjectFault(slstest.Fault{Op: op, Latency: 50 * time.Millisecond})
+			}
+			cfg := env.config()
+			if tc.keyed {
+				cfg.HashKey = func(string, *message.Message) (string, error) { return "one-key", nil }
+			}
+			cfg.MaxBatchCount, cfg.MaxConcurrentRequests = tc.batchCount, 4
+			var peak *atomic.Int32
+			cfg.HTTPClient, peak = pubPeakInFlight(env.HTTPClient)
+			p := pubNewPublisher(t, cfg)
+			msgs := pubMessages(200, 10)
+			if tc.callers == 1 {
+				if err := p.Publish(pubLogstore, msgs...); err != nil {
+					t.Fatalf("Publish: %v", err)
+				}
+			} else {
+				pubRequireNoErrors(t, pubPublishAll(p, pubLogstore, msgs, tc.callers))
+			}
+			t.Logf("%d messages in %d requests, at most %d in flight", len(msgs), len(env.requests.writes()), peak.Load())
+			if got := peak.Load(); got != tc.want {
+				t.Fatalf("peak of %d requests in flight, want %d", got, tc.want)
+			}
+			counts := pubUUIDCounts(pubStoredLogs(t, env.Server, pubLogstore))
+			for _, m := range msgs {
+				if counts[m.UUID] != 1 {
+					t.Fatalf("message %s stored %d times", m.UUID, counts[m.UUID])
+				}
+			}
+		})
+	}
+}
+
+// TestPublisherUnkeyedRetriesInFlight: without a hash key, batches in
+// flight together retry independently; every message is written once, and
+// Close then leaves no goroutine behind.
+func TestPublisherUnkeyedRetriesInFlight(t *testing.T) {
+	env := newPubEnv(t, 4, slstest.WithSeed(7))
+	env.Server.InjectFault(slstest.Fault{Op: slstest.OpPutLogs, Probability: 0.3,
+		Status: http.StatusServiceUnavailable, Code: "ServerBusy"})
+	env.Server.InjectFault(slstest.Fault{Op: slstest.OpPutLogs, Latency: 2 * time.Millisecond})
+	cfg := env.config()
+	cfg.MaxBatchCount, cfg.MaxConcurrentRequests, cfg.MaxRetries = 5, 4, 1000
+	var peak *atomic.Int32
+	cfg.HTTPClient, peak = pubPeakInFlight(env.HTTPClient)
+	p := pubNewPublisher(t, cfg)
+	msgs := pubMessages(300, 10)
+	pubRequireNoErrors(t, pubPublishAll(p, pubLogstore, msgs, 8))
+	busy := env.requests.count("ServerBusy")
+	t.Logf("%d messages, %d write requests, %d ServerBusy, at most %d in flight", len(msgs), len(env.requests.writes()), busy, peak.Load())
+	if busy == 0 || peak.Load() < 2 {
+		t.Fatalf("%d ServerBusy answers, peak of %d requests in flight: the test did not exercise concurrent retries", busy, peak.Load())
+	}
+	counts := pubUUIDCounts(pubStoredLogs(t, env.Server, pubLogstore))
+	for _, m := range msgs {
+		if counts[m.UUID] != 1 {
+			t.Fatalf("message %s stored %d times", m.UUID, counts[m.UUID])
+		}
+	}
+}
+
+// TestPublisherCloseGivesUpUnkeyedInFlight: Close gives up at CloseTimeout
+// on an unkeyed lane with several requests in flight and batches waiting
+// for a retry; every caller returns ErrPublisherClosed, Close counts them,
+// and no goroutine outlives it.
+func TestPublisherCloseGivesUpUnkeyedInFlight(t *testing.T) {
+	env := newPubEnv(t, 2)
+	// The first two requests hang; every request is refused.
+	env.Server.InjectFault(slstest.Fault{Op: slstest.OpPutLogs, Times: 2, Latency: time.Minute})
+	env.Server.InjectFault(slstest.ErrorFault(slstest.OpPutLogs, http.StatusServiceUnavailable, "ServerBusy"))
+	cfg := env.config()
+	cfg.MaxBatchCount, cfg.MaxConcurrentRequests, cfg.MaxRetries = 5, 4, 1000
+	cfg.RetryInitialBackoff, cfg.RetryMaxBackoff = 50*time.Millisecond, 200*time.Millisecond
+	cfg.CloseTimeout = 300 * time.Millisecond
+	var peak *atomic.Int32
+	cfg.HTTPClient, peak = pubPeakInFlight(env.HTTPClient)
+	p, err := slspubsub.NewPublisher(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs := pubMessages(100, 10)
+	errs := make(chan error, 1)
+	go func() { errs <- p.Publish(pubLogstore, msgs...) }()
+	pubEventually(t, 5*time.Second, "requests in flight and retries", func() bool {
+		return peak.Load() >= 3 && env.requests.count("ServerBusy") > 2
+	})
+	closeErr := p.Close()
+	if closeErr == nil || !strings.Contains(closeErr.Error(), "100 messages were not written") {
+		t.Fatalf("Close: %v, want 100 messages reported unwritten", closeErr)
+	}
+	err = <-errs
+	var pe *slspubsub.PublishError
+	if !errors.As(err, &pe) || len(pe.Failed) != len(msgs) || !errors.Is(err, slspubsub.ErrPublisherClosed) {
+		t.Fatalf("Publish: %v, want all %d messages failed with ErrPublisherClosed", err, len(msgs))
+	}
+	pubRequireNoGoroutines(t)
+}
