@@ -27,8 +27,9 @@ const (
 	AssignConsumerGroup
 	// AssignStatic splits the shards among StaticInstances processes with a
 	// ShardAssigner; this process is StaticIndex. Every process must use the
-	// same count and assigner. Requires ConsumerGroup, whose checkpoints
-	// tell each process when a parent shard read by another is finished.
+	// same count and assigner. Requires a ConsumerGroup or a
+	// PositionStore: their checkpoints or positions tell each process when
+	// a parent shard read by another is finished.
 	AssignStatic
 )
 
@@ -201,8 +202,9 @@ func (c SubscriberConfig) validateAssignment() []error {
 			errs = append(errs, errors.New("Assignment: AssignConsumerGroup requires ConsumerGroup"))
 		}
 	case AssignStatic:
-		if c.ConsumerGroup == "" {
-			errs = append(errs, errors.New("Assignment: AssignStatic requires ConsumerGroup (its checkpoints tell instances when parent shards are finished)"))
+		if c.ConsumerGroup == "" && c.PositionStore == nil {
+			errs = append(errs, errors.New("Assignment: AssignStatic requires ConsumerGroup or PositionStore "+
+				"(how an instance learns that a parent shard read by another is finished)"))
 		}
 		if c.StaticInstances < 1 {
 			errs = append(errs, fmt.Errorf("StaticInstances: %d is not positive (AssignStatic)", c.StaticInstances))

@@ -563,3 +563,98 @@ func TestSubscriberReportsUnorderedGroup(t *testing.T) {
 		t.Fatalf("created group: in order %v, %v", st.InOrder, err)
 	}
 }
+
+// memPositions is a PositionStore kept in memory: the last applied
+// position of each shard, as an exactly-once handler would store it.
+type memPositions struct {
+	mu  sync.Mutex
+	pos map[int]Position
+}
+
+func (m *memPositions) LoadPosition(_ context.Context, _ string, shard int) (Position, bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	p, ok := m.pos[shard]
+	return p, ok, nil
+}
+
+func (m *memPositions) apply(p Position) {
+	m.mu.Lock()
+	m.pos[p.Shard] = p
+	m.mu.Unlock()
+}
+
+// TestSubscriberStaticPositionStoreParentFirst: two static instances with
+// the round-robin assigner and no consumer group share a PositionStore.
+// After a split, the child that lands on the other instance starts only
+// once the parent's reader applied the parent's last log, as the
+// PositionStore shows.
+func TestSubscriberStaticPositionStoreParentFirst(t *testing.T) {
+	env := testutil.SLS(t)
+	env.LogStore(t, testProject, testLogstore, 2)
+	store := &memPositions{pos: map[int]Position{}}
+	for range 3 {
+		stWrite(t, env, 0, "parent", 100)
+	}
+	if _, err := env.Server.SplitShard(testProject, testLogstore, 0, ""); err != nil {
+		t.Fatal(err)
+	}
+	for _, child := range []int{2, 3} {
+		stWrite(t, env, child, fmt.Sprintf("child%d", child), 5)
+	}
+
+	var mu sync.Mutex
+	var parentDone time.Time
+	childFirst := map[int]time.Time{}
+	parentLeft := 300
+	for i := range 2 {
+		s := stSubscriber(t, env, func(c *SubscriberConfig) {
+			c.Assignment = AssignStatic
+			c.ShardAssigner = RoundRobinAssigner{}
+			c.StaticInstances, c.StaticIndex = 2, i
+			c.PositionStore = store
+			c.RediscoveryInterval = 50 * time.Millisecond
+		})
+		ch, err := s.Subscribe(context.Background(), testLogstore)
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			for msg := range ch {
+				p, err := PositionFromMessage(msg)
+				if err != nil {
+					t.Error(err)
+				}
+				if p.Shard == 0 {
+					time.Sleep(time.Millisecond) // a slow parent reader
+				}
+				store.apply(p)
+				mu.Lock()
+				switch p.Shard {
+				case 0:
+					if parentLeft--; parentLeft == 0 {
+						parentDone = time.Now()
+					}
+				case 2, 3:
+					if _, seen := childFirst[p.Shard]; !seen {
+						childFirst[p.Shard] = time.Now()
+					}
+				}
+				mu.Unlock()
+				msg.Ack()
+			}
+		}()
+	}
+	testutil.Poll(t, 30*time.Second, "both children read", func() (bool, string) {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(childFirst) == 2, fmt.Sprint(childFirst)
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	for child, first := range childFirst {
+		if parentDone.IsZero() || first.Before(parentDone) {
+			t.Errorf("child shard %d delivered at %v, before the parent's last log was applied (%v)", child, first, parentDone)
+		}
+	}
+}

@@ -385,31 +385,67 @@ func (sub *subscription) startable(ctx context.Context) []ShardInfo {
 
 // parentsFinished applies the parent-first rule: every readonly shard
 // created before sh whose range overlaps it must have been read to its
-// end, here or (as its consumer-group checkpoint at its end cursor shows)
-// by another process.
+// end, here or, as its consumer-group checkpoint or the PositionStore
+// shows, by another process.
 func (sub *subscription) parentsFinished(ctx context.Context, sh ShardInfo, layout []ShardInfo) bool {
 	for _, p := range parentsOf(sh, layout) {
 		if sub.finished[p] {
 			continue
 		}
-		cp, ok := sub.checkpoints[p]
-		if !ok {
-			return false
+		done, err := sub.finishedElsewhere(ctx, p)
+		if err != nil && ctx.Err() == nil {
+			sub.s.logger.Error("SLS parent shard's progress unreadable, will retry", err,
+				watermill.LogFields{"logstore": sub.topic, "shard": p})
 		}
-		end, err := sub.endCursor(ctx, p)
-		if err != nil {
-			if ctx.Err() == nil {
-				sub.s.logger.Error("SLS end cursor of a parent shard unreadable, will retry", err,
-					watermill.LogFields{"logstore": sub.topic, "shard": p})
-			}
-			return false
-		}
-		if v, ok := cursorToInt64(cp); !ok || v < end {
+		if !done {
 			return false
 		}
 		sub.finished[p] = true
 	}
 	return true
+}
+
+// finishedElsewhere reports whether readonly shard p was read to its end
+// by any reader of the group: its consumer-group checkpoint is its end
+// cursor, or the PositionStore holds the last log of its last LogGroup.
+func (sub *subscription) finishedElsewhere(ctx context.Context, p int) (bool, error) {
+	_, hasCheckpoint := sub.checkpoints[p]
+	if !hasCheckpoint && sub.s.cfg.PositionStore == nil {
+		return false, nil
+	}
+	end, err := sub.endCursor(ctx, p)
+	if err != nil {
+		return false, err
+	}
+	if cp, ok := sub.checkpoints[p]; ok {
+		if v, ok := cursorToInt64(cp); ok && v >= end {
+			return true, nil
+		}
+	}
+	if sub.s.cfg.PositionStore == nil {
+		return false, nil
+	}
+	pos, ok, err := sub.s.cfg.PositionStore.LoadPosition(ctx, sub.topic, p)
+	if err != nil || !ok {
+		return false, err
+	}
+	v, err := pos.CursorValue()
+	if err != nil {
+		return false, err
+	}
+	if v != end-1 {
+		return v >= end, nil
+	}
+	// The stored log is in the shard's last group: is it that group's last?
+	res, err := sub.s.api.pullLogs(ctx, sub.topic, p, pos.Cursor, cursorFromInt64(end), 1, sub.s.cfg.Compression)
+	if err != nil {
+		return false, err
+	}
+	groups, err := decodeLogGroupList(res.Data, nil)
+	if err != nil || len(groups) != 1 {
+		return false, err
+	}
+	return pos.Index >= len(groups[0].Logs)-1, nil
 }
 
 // endCursor returns the end cursor of readonly shard id (it no longer
