@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
-	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
@@ -256,8 +255,8 @@ func (r *Relay) observe(rows []*row, delivered []int64, failures []failure) batc
 	return res
 }
 
-// chains splits rows (in id order) into publish units: each ordering key's rows in order, and unkeyed rows
-// one by one.
+// chains splits rows (in id order) into publish units: each ordering key's rows in order, and each unkeyed
+// row alone.
 func chains(rows []*row) [][]*row {
 	var out [][]*row
 	byKey := map[string]int{}
@@ -300,33 +299,18 @@ func (r *Relay) publishRows(ctx context.Context, rows []*row) (delivered []int64
 	return delivered, failures
 }
 
+// publishChain publishes a key's rows one Publish call each, so that a failure is attributed to its row.
 func (r *Relay) publishChain(ctx context.Context, chain []*row) ([]int64, []failure) {
 	var ok []int64
-	for start := 0; start < len(chain); {
-		end := start + 1
-		for end < len(chain) && chain[end].topic == chain[start].topic {
-			end++
-		}
-		run := chain[start:end]
-		msgs := make([]*message.Message, 0, len(run))
-		var err error
-		for _, row := range run {
-			var msg *message.Message
-			if msg, err = row.message(ctx); err != nil {
-				break
-			}
-			msgs = append(msgs, msg)
-		}
+	for _, rw := range chain {
+		msg, err := rw.message(ctx)
 		if err == nil {
-			err = r.config.Publisher.Publish(run[0].topic, msgs...)
+			err = r.config.Publisher.Publish(rw.topic, msg)
 		}
 		if err != nil {
-			return ok, r.failures(run, fmt.Errorf("publish to %q: %w", run[0].topic, err))
+			return ok, r.failures([]*row{rw}, fmt.Errorf("publish to %q: %w", rw.topic, err))
 		}
-		for _, row := range run {
-			ok = append(ok, row.id)
-		}
-		start = end
+		ok = append(ok, rw.id)
 	}
 	return ok, nil
 }

@@ -14,9 +14,9 @@ type RelayConfig struct {
 	// Table is the outbox table (default: DefaultTableName).
 	Table Table
 
-	// Publisher is the destination: every row is published to its topic through it (at-least-once). It must
-	// be safe for concurrent use, as every Watermill Publisher is; Publish(topic, msgs...) must keep msgs in
-	// order. The Relay does not close it. Exactly one of Publisher and TransactionalPublisher is required.
+	// Publisher is the destination: every row is published to its topic through it (at-least-once), one
+	// message per Publish call; calls for different ordering keys run concurrently, so it must be safe for
+	// concurrent use, as every Watermill Publisher is. The Relay does not close it. Exactly one of Publisher and TransactionalPublisher is required.
 	Publisher message.Publisher
 
 	// TransactionalPublisher is the exactly-once destination (see TransactionalPublisher and the outboxkafka
