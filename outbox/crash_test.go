@@ -317,10 +317,18 @@ func (c *child) stop() {
 	c.cmd = nil
 }
 
-// readKafka reads every record of partition 0 of crashTopic with the given isolation and returns the
-// messages' UUIDs (watermill-kafka's DefaultMarshaler format). It first writes a sentinel record and reads up
-// to it, so that nothing committed before is missed.
+// readKafka returns the UUIDs of the messages in crashTopic (see readKafkaRecords).
 func readKafka(t *testing.T, brokers []string, isolation sarama.IsolationLevel) []string {
+	var uuids []string
+	for _, m := range readKafkaMessages(t, brokers, isolation) {
+		uuids = append(uuids, m.UUID)
+	}
+	return uuids
+}
+
+// readKafkaRecords calls fn with every record of crashTopic (one partition) read with the given isolation. It
+// first writes a sentinel record and reads up to it, so that nothing committed before is missed.
+func readKafkaRecords(t *testing.T, brokers []string, isolation sarama.IsolationLevel, fn func(*sarama.ConsumerMessage)) {
 	t.Helper()
 	cfg := sarama.NewConfig()
 	cfg.Producer.Return.Successes = true
@@ -345,23 +353,20 @@ func readKafka(t *testing.T, brokers []string, isolation sarama.IsolationLevel) 
 		t.Fatal(err)
 	}
 	defer pc.Close()
-	var uuids []string
+	n := 0
 	timeout := time.After(time.Minute)
 	for {
 		select {
 		case m := <-pc.Messages():
 			if m.Offset == sentinel.Offset {
-				return uuids
+				return
 			}
-			msg, err := kafka.DefaultMarshaler{}.Unmarshal(m)
-			if err != nil {
-				t.Fatalf("record at offset %d: %v", m.Offset, err)
-			}
-			uuids = append(uuids, msg.UUID)
+			fn(m)
+			n++
 		case err := <-pc.Errors():
 			t.Fatalf("consume %s: %v", crashTopic, err)
 		case <-timeout:
-			t.Fatalf("sentinel at offset %d not reached within a minute (%d records read)", sentinel.Offset, len(uuids))
+			t.Fatalf("sentinel at offset %d not reached within a minute (%d records read)", sentinel.Offset, n)
 		}
 	}
 }

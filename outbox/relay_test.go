@@ -234,7 +234,7 @@ func waitRounds(t *testing.T, db *pgxpool.Pool) {
 			t.Fatal(err)
 		}
 		testutil.Poll(t, 30*time.Second, "marker delivered", func() (bool, string) {
-			return countRows(t, db, "delivered_at IS NULL") == 0, ""
+			return countRows(t, db, "payload = 'marker' AND delivered_at IS NULL") == 0, ""
 		})
 	}
 }
