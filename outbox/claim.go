@@ -33,26 +33,50 @@ type row struct {
 	ready       bool
 }
 
+// headsSQL returns the head (oldest undelivered row) of each ordering key after $1 in key order, at most $2
+// keys: a loose index scan of the key index, one index descent per key, so its cost does not grow with the
+// number of rows per key.
+func (t Table) headsSQL() string {
+	tbl := t.ident()
+	return `WITH RECURSIVE keys(k, id) AS (
+	(SELECT ordering_key, id FROM ` + tbl + ` WHERE delivered_at IS NULL AND ordering_key > $1
+		ORDER BY ordering_key, id LIMIT 1)
+	UNION ALL
+	SELECT n.ordering_key, n.id FROM keys, LATERAL (
+		SELECT ordering_key, id FROM ` + tbl + ` WHERE delivered_at IS NULL AND ordering_key > keys.k
+		ORDER BY ordering_key, id LIMIT 1) n
+)
+SELECT k, id FROM keys LIMIT $2`
+}
+
+// unkeyedSQL returns the oldest claimable rows without an ordering key. $1 limit, $2 relay name or NULL.
+func (t Table) unkeyedSQL() string {
+	return `SELECT id FROM ` + t.ident() + ` WHERE ordering_key IS NULL AND delivered_at IS NULL
+	AND parked_at IS NULL AND next_attempt_at <= now() AND (owner IS NULL OR owner = $2)
+	ORDER BY id LIMIT $1`
+}
+
 // claimSQL claims a batch. See the package documentation ("Order per key") for why this preserves order:
 //
-//   - heads are the oldest undelivered row of each key (and unkeyed rows), due, not parked, not owned by
-//     another relay; FOR UPDATE SKIP LOCKED locks them, so a locked head is its key's lock;
-//   - followers are the later undelivered rows of the keys whose head this statement locked; nobody else can
-//     claim them while the head is locked and undelivered (they are not heads), so they are not locked;
+//   - $3 holds candidate heads: the oldest undelivered row of some keys, and unkeyed rows. A row that was
+//     its key's head stays the head until it is delivered (ids of a key follow commit order). The statement
+//     locks the candidates that are still undelivered, due, not parked and not owned by another relay, with
+//     FOR UPDATE SKIP LOCKED, so a locked head is its key's lock;
+//   - followers are the later undelivered rows of the keys whose head this statement locked, at most
+//     BatchSize / heads per key; nobody else can claim them while the head is locked and undelivered (they
+//     are not heads), so they are not locked;
 //   - the batch is the first $1 rows in id order, which keeps a prefix of every key's chain.
 //
-// $1 batch size, $2 relay name or NULL.
+// $1 batch size, $2 relay name or NULL, $3 candidate head ids.
 func (t Table) claimSQL() string {
 	tbl := t.ident()
 	cols := `x.id, x.topic, x.ordering_key, x.uuid, x.metadata, x.payload, x.created_at, x.attempts,
 		(x.parked_at IS NULL AND x.next_attempt_at <= now() AND (x.owner IS NULL OR x.owner = $2)) AS ready`
 	return `WITH heads AS (
 	SELECT o.id, o.ordering_key FROM ` + tbl + ` o
-	WHERE o.delivered_at IS NULL AND o.parked_at IS NULL AND o.next_attempt_at <= now()
+	WHERE o.id = ANY($3::bigint[])
+		AND o.delivered_at IS NULL AND o.parked_at IS NULL AND o.next_attempt_at <= now()
 		AND (o.owner IS NULL OR o.owner = $2)
-		AND (o.ordering_key IS NULL OR NOT EXISTS (
-			SELECT 1 FROM ` + tbl + ` p
-			WHERE p.ordering_key = o.ordering_key AND p.delivered_at IS NULL AND p.id < o.id))
 	ORDER BY o.id
 	LIMIT $1
 	FOR UPDATE OF o SKIP LOCKED
@@ -61,7 +85,7 @@ SELECT * FROM (
 	SELECT ` + cols + ` FROM heads h CROSS JOIN LATERAL (
 		SELECT * FROM ` + tbl + ` y
 		WHERE y.ordering_key = h.ordering_key AND y.delivered_at IS NULL AND y.id >= h.id
-		ORDER BY y.id LIMIT $1) x
+		ORDER BY y.ordering_key, y.id LIMIT (SELECT ceil($1::float8 / count(*))::int FROM heads)) x
 	WHERE h.ordering_key IS NOT NULL
 	UNION ALL
 	SELECT ` + cols + ` FROM heads h JOIN ` + tbl + ` x ON x.id = h.id
@@ -69,12 +93,85 @@ SELECT * FROM (
 ) b ORDER BY id LIMIT $1`
 }
 
-// claim runs claimSQL in tx and returns the rows to publish, in id order: for each key, its chain up to the
-// first row that is not ready (parked, waiting for a retry, or owned by another relay).
-func (t Table) claim(ctx context.Context, tx pgx.Tx, batch int, owner *string) ([]*row, error) {
-	rs, err := tx.Query(ctx, t.claimSQL(), batch, owner)
+// keyCursor walks the keyspace round-robin, a window of keys per claim, so that every key is looked at
+// within (keys / window) claims however many rows the others have.
+type keyCursor struct {
+	after string // last key of the previous window; "" starts from the first key
+}
+
+// candidates returns the ids of the heads of the next window of n keys, the oldest unkeyed rows, and whether
+// the window reached the end of the keyspace (the next window then starts from the first key again).
+func (t Table) candidates(ctx context.Context, tx pgx.Tx, c *keyCursor, n int, owner *string) ([]int64, bool, error) {
+	keys, ids, err := t.headsAfter(ctx, tx, c.after, n)
 	if err != nil {
-		return nil, t.tableError("claim rows from", err)
+		return nil, false, err
+	}
+	end := len(keys) < n
+	switch {
+	case !end:
+		c.after = keys[n-1]
+	case c.after != "": // wrap around for the rest of the window
+		moreKeys, moreIDs, err := t.headsAfter(ctx, tx, "", n-len(keys))
+		if err != nil {
+			return nil, false, err
+		}
+		for i, k := range moreKeys {
+			if k > c.after {
+				break
+			}
+			ids = append(ids, moreIDs[i])
+		}
+		c.after = ""
+	}
+	rs, err := tx.Query(ctx, t.unkeyedSQL(), n, owner)
+	if err != nil {
+		return nil, false, t.tableError("claim rows from", err)
+	}
+	unkeyed, err := pgx.CollectRows(rs, pgx.RowTo[int64])
+	if err != nil {
+		return nil, false, t.tableError("claim rows from", err)
+	}
+	return append(ids, unkeyed...), end, nil
+}
+
+func (t Table) headsAfter(ctx context.Context, tx pgx.Tx, after string, n int) ([]string, []int64, error) {
+	if n <= 0 {
+		return nil, nil, nil
+	}
+	rs, err := tx.Query(ctx, t.headsSQL(), after, n)
+	if err != nil {
+		return nil, nil, t.tableError("list keys of", err)
+	}
+	var keys []string
+	var ids []int64
+	var k string
+	var id int64
+	_, err = pgx.ForEachRow(rs, []any{&k, &id}, func() error {
+		keys, ids = append(keys, k), append(ids, id)
+		return nil
+	})
+	if err != nil {
+		return nil, nil, t.tableError("list keys of", err)
+	}
+	return keys, ids, nil
+}
+
+// claim returns the rows to publish, in id order: for each key, its chain up to the first row that is not
+// ready (parked, waiting for a retry, or owned by another relay). It also reports whether the key window
+// reached the end of the keyspace.
+func (t Table) claim(ctx context.Context, tx pgx.Tx, c *keyCursor, batch int, owner *string) ([]*row, bool, error) {
+	// The claim's cost estimate can make PostgreSQL JIT-compile it on every call, which costs more than
+	// running it.
+	if _, err := tx.Exec(ctx, `SET LOCAL jit = off`); err != nil {
+		return nil, false, fmt.Errorf("outbox: claim rows from %s: %w", t, err)
+	}
+	cands, end, err := t.candidates(ctx, tx, c, 2*batch, owner)
+	if err != nil || len(cands) == 0 {
+		return nil, end, err
+	}
+	rs, err := tx.Query(ctx, t.claimSQL(), batch, owner, cands)
+	if err != nil {
+		return nil, false, t.tableError("claim rows from", err)
 	}
 	var out []*row
 	blocked := map[string]bool{}
@@ -83,7 +180,7 @@ func (t Table) claim(ctx context.Context, tx pgx.Tx, batch int, owner *string) (
 		if err := rs.Scan(&r.id, &r.topic, &r.orderingKey, &r.uuid, &r.metadata, &r.payload, &r.createdAt,
 			&r.attempts, &r.ready); err != nil {
 			rs.Close()
-			return nil, fmt.Errorf("outbox: claim rows from %s: %w", t, err)
+			return nil, false, fmt.Errorf("outbox: claim rows from %s: %w", t, err)
 		}
 		if r.orderingKey != nil {
 			if blocked[*r.orderingKey] {
@@ -97,9 +194,9 @@ func (t Table) claim(ctx context.Context, tx pgx.Tx, batch int, owner *string) (
 		out = append(out, r)
 	}
 	if err := rs.Err(); err != nil {
-		return nil, t.tableError("claim rows from", err)
+		return nil, false, t.tableError("claim rows from", err)
 	}
-	return out, nil
+	return out, end, nil
 }
 
 // message rebuilds the Watermill message of r, with MetadataOutboxID (and MetadataOrderingKey) added.

@@ -21,6 +21,7 @@ type Relay struct {
 	logger watermill.LoggerAdapter
 
 	running sync.Mutex // one Run at a time
+	cursor  keyCursor  // where the next claim looks in the keyspace; used by Run's goroutine only
 }
 
 // NewRelay returns a Relay reading the outbox table through db. A nil logger discards logs.
@@ -90,8 +91,8 @@ func (r *Relay) Run(ctx context.Context) error {
 			}
 			continue
 		}
-		if res.claimed >= r.config.BatchSize {
-			continue // more may be waiting
+		if res.claimed >= r.config.BatchSize || !res.endOfKeys {
+			continue // more may be waiting, or keys not looked at yet
 		}
 		wait := r.config.PollInterval
 		if res.retryIn > 0 && res.retryIn < wait {
@@ -192,8 +193,9 @@ func (r *Relay) workContext(ctx context.Context) (context.Context, context.Cance
 }
 
 type batchResult struct {
-	claimed int
-	retryIn time.Duration // earliest retry among the batch's failures, 0 if none
+	claimed   int
+	endOfKeys bool          // the claim's key window reached the end of the keyspace
+	retryIn   time.Duration // earliest retry among the batch's failures, 0 if none
 }
 
 func (r *Relay) relayBatch(ctx context.Context) (batchResult, error) {
@@ -207,9 +209,9 @@ func (r *Relay) relayBatch(ctx context.Context) (batchResult, error) {
 		return batchResult{}, fmt.Errorf("outbox: begin claim transaction: %w", err)
 	}
 	defer rollback(tx)
-	rows, err := r.config.Table.claim(work, tx, r.config.BatchSize, nil)
+	rows, end, err := r.config.Table.claim(work, tx, &r.cursor, r.config.BatchSize, nil)
 	if err != nil || len(rows) == 0 {
-		return batchResult{}, err
+		return batchResult{endOfKeys: end}, err
 	}
 	delivered, failures := r.publishRows(work, rows)
 	if err := r.config.Table.markDelivered(work, tx, delivered); err != nil {
@@ -221,7 +223,9 @@ func (r *Relay) relayBatch(ctx context.Context) (batchResult, error) {
 	if err := tx.Commit(work); err != nil {
 		return batchResult{}, fmt.Errorf("outbox: commit relayed batch: %w", err)
 	}
-	return r.observe(rows, delivered, failures), nil
+	res := r.observe(rows, delivered, failures)
+	res.endOfKeys = end
+	return res, nil
 }
 
 func rollback(tx pgx.Tx) {

@@ -108,9 +108,10 @@ func (t Table) migrateSQL() []string {
 	parked_at       timestamptz,
 	owner           text
 )`,
-		// The claim scans pending rows in id order and probes each key for an earlier pending row.
-		`CREATE INDEX IF NOT EXISTS ` + idx("_pending_idx") + ` ON ` + tbl + ` (id) WHERE delivered_at IS NULL`,
+		// The claim walks the pending keys (a loose scan of _key_idx), takes each key's oldest pending row
+		// from the same index, and the oldest pending unkeyed rows from _unkeyed_idx.
 		`CREATE INDEX IF NOT EXISTS ` + idx("_key_idx") + ` ON ` + tbl + ` (ordering_key, id) WHERE delivered_at IS NULL`,
+		`CREATE INDEX IF NOT EXISTS ` + idx("_unkeyed_idx") + ` ON ` + tbl + ` (id) WHERE delivered_at IS NULL AND ordering_key IS NULL`,
 		// Retention deletes delivered rows by age.
 		`CREATE INDEX IF NOT EXISTS ` + idx("_delivered_idx") + ` ON ` + tbl + ` (delivered_at) WHERE delivered_at IS NOT NULL`,
 	}

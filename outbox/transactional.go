@@ -64,9 +64,10 @@ func (r *Relay) relayTransactional(ctx context.Context) (batchResult, error) {
 	defer cancel()
 	name := r.config.Name
 	var rows []*row
+	var end bool
 	err := pgx.BeginFunc(work, r.db, func(tx pgx.Tx) error {
 		var err error
-		if rows, err = r.config.Table.claim(work, tx, r.config.BatchSize, &name); err != nil || len(rows) == 0 {
+		if rows, end, err = r.config.Table.claim(work, tx, &r.cursor, r.config.BatchSize, &name); err != nil || len(rows) == 0 {
 			return err
 		}
 		ids := make([]int64, len(rows))
@@ -77,7 +78,7 @@ func (r *Relay) relayTransactional(ctx context.Context) (batchResult, error) {
 		return err
 	})
 	if err != nil || len(rows) == 0 {
-		return batchResult{}, err
+		return batchResult{endOfKeys: end}, err
 	}
 	batch, ids, err := batchMessages(work, rows)
 	if err != nil {
@@ -95,7 +96,9 @@ func (r *Relay) relayTransactional(ctx context.Context) (batchResult, error) {
 		// Committed in the destination but not marked: Recover marks them.
 		return batchResult{}, fmt.Errorf("%w: %w", errNeedRecover, err)
 	}
-	return r.observe(rows, ids, nil), nil
+	res := r.observe(rows, ids, nil)
+	res.endOfKeys = end
+	return res, nil
 }
 
 // afterFailedBatch learns from Recover which rows the failed transaction committed after all, marks those,
@@ -124,7 +127,9 @@ func (r *Relay) afterFailedBatch(ctx context.Context, rows []*row, pubErr error)
 	if err != nil {
 		return batchResult{}, fmt.Errorf("%w: %w", errNeedRecover, err)
 	}
-	return r.observe(rows, delivered, failures), nil
+	res := r.observe(rows, delivered, failures)
+	res.endOfKeys = true // back off: the destination failed
+	return res, nil
 }
 
 func batchMessages(ctx context.Context, rows []*row) ([]BatchMessage, []int64, error) {
