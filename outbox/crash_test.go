@@ -104,7 +104,7 @@ func TestCrashChild(t *testing.T) {
 
 // crashFigures are what a crash test counts.
 type crashFigures struct {
-	kills, committed, rolledBack, delivered, duplicates, missing, leaked int
+	kills, committed, rolledBack, delivered, duplicates, missing, leaked, outOfOrder int
 }
 
 func TestCrashRelayToSLS(t *testing.T) {
@@ -151,7 +151,9 @@ func TestCrashRelayToKafkaTransactional(t *testing.T) {
 
 // runCrash runs a service that commits (and rolls back) outbox messages at a steady rate while two relay child
 // processes are SIGKILLed and restarted, waits until every committed row is delivered, and checks what read
-// returns from the destination: every committed message at least once, nothing rolled back.
+// returns from the destination (per key in destination order: the SLS shard or Kafka partition of the key):
+// every committed message at least once, nothing rolled back, and per key the first deliveries in commit
+// order.
 func runCrash(t *testing.T, role, addr string, read func() []string) crashFigures {
 	dbURL := testutil.PostgresURL(t)
 	ctx := context.Background()
@@ -183,6 +185,7 @@ func runCrash(t *testing.T, role, addr string, read func() []string) crashFigure
 
 	// The service: one transaction per tick, 1 or 2 messages, 1 in 10 rolled back on purpose.
 	var committed, rolledBack []string
+	keyOf := map[string]string{} // uuid -> ordering key; committed holds commit order
 	var sent atomic.Int64
 	serviceDone := make(chan struct{})
 	go func() {
@@ -204,6 +207,7 @@ func runCrash(t *testing.T, role, addr string, read func() []string) crashFigure
 			for _, m := range msgs {
 				if commit {
 					committed = append(committed, m.UUID)
+					keyOf[m.UUID] = key
 				} else {
 					rolledBack = append(rolledBack, m.UUID)
 				}
@@ -236,8 +240,21 @@ func runCrash(t *testing.T, role, addr string, read func() []string) crashFigure
 
 	got := read()
 	seen := map[string]int{}
+	commitIdx := make(map[string]int, len(committed))
+	for i, u := range committed {
+		commitIdx[u] = i
+	}
+	last := map[string]int{} // per key: commit index of the last first-seen message
 	for _, u := range got {
-		seen[u]++
+		if seen[u]++; seen[u] > 1 {
+			continue // a redelivery; order is checked on first deliveries
+		}
+		if i, ok := commitIdx[u]; ok {
+			if prev, ok := last[keyOf[u]]; ok && i < prev {
+				f.outOfOrder++
+			}
+			last[keyOf[u]] = i
+		}
 	}
 	f.committed, f.rolledBack, f.delivered = len(committed), len(rolledBack), len(got)
 	f.duplicates = len(got) - len(seen)
@@ -252,8 +269,11 @@ func runCrash(t *testing.T, role, addr string, read func() []string) crashFigure
 			f.leaked++
 		}
 	}
-	t.Logf("%s: kills %d, committed %d, rolled back %d, delivered %d, duplicates %d, missing %d, rolled back but delivered %d",
-		role, f.kills, f.committed, f.rolledBack, f.delivered, f.duplicates, f.missing, f.leaked)
+	t.Logf("%s: kills %d, committed %d, rolled back %d, delivered %d, duplicates %d, missing %d, rolled back but delivered %d, out of key order %d",
+		role, f.kills, f.committed, f.rolledBack, f.delivered, f.duplicates, f.missing, f.leaked, f.outOfOrder)
+	if f.outOfOrder != 0 {
+		t.Errorf("%d messages reached the destination before an earlier-committed message of their key", f.outOfOrder)
+	}
 	if f.missing != 0 || f.leaked != 0 {
 		t.Errorf("%d committed messages missing, %d rolled-back messages delivered; want 0 and 0", f.missing, f.leaked)
 	}

@@ -19,7 +19,8 @@ func TestPublishedMessagesCommitWithTheTransaction(t *testing.T) {
 	db := migrated(t)
 	ctx := context.Background()
 	dest := &collector{}
-	runRelay(t, db, outbox.RelayConfig{Publisher: dest, PollInterval: 50 * time.Millisecond})
+	metrics := &countingMetrics{}
+	runRelay(t, db, outbox.RelayConfig{Publisher: dest, PollInterval: 50 * time.Millisecond, Metrics: metrics})
 
 	committed := keyed("k", "committed")
 	committed.Metadata.Set("trace", "abc")
@@ -53,6 +54,9 @@ func TestPublishedMessagesCommitWithTheTransaction(t *testing.T) {
 	}
 	if n := countRows(t, db, "true"); n != 2 {
 		t.Errorf("outbox holds %d rows, want 2 (rolled-back rows are never written)", n)
+	}
+	if n, lag := metrics.relayed.Load(), time.Duration(metrics.lagMax.Load()); n != 2 || lag <= 0 || lag > time.Minute {
+		t.Errorf("Metrics.Relayed called %d times with max lag %v; want 2 calls with a positive lag", n, lag)
 	}
 }
 
