@@ -45,7 +45,8 @@ type RelayConfig struct {
 	PollInterval time.Duration
 
 	// DisableListen turns LISTEN/NOTIFY off: the relay polls only. Use it behind poolers that do not keep a
-	// session (PgBouncer in transaction mode). Default: false.
+	// session (PgBouncer in transaction mode). Without it, the relay takes one connection out of the pool for
+	// LISTEN for as long as Run runs (size the pool for it: claims need a second one). Default: false.
 	DisableListen bool
 
 	// MaxAttempts is how many failed publish attempts park a row. A parked row is not relayed again until

@@ -18,14 +18,26 @@ import (
 	"github.com/watermill-sls/watermill-sls/outbox"
 )
 
-// TestOrderPerKeyWithThreeRelays runs 3 relays on one table while producers commit (and roll back) messages
-// for 500 keys, and the destination fails 5% of publishes at random (so rows are retried): per key, the
-// destination must see the committed messages in commit order, each at least once, nothing rolled back.
+// TestOrderPerKeyWithThreeRelays runs 3 relays on one table, first on a backlog of several rows per key, then
+// while producers commit (and roll back) more messages for 500 keys; the destination fails 5% of publishes at
+// random (so rows are retried): per key, the destination must see the committed messages in commit order,
+// nothing rolled back.
+//
+// With 500 keys a batch holds about one row per key (claims are exclusive across relays); with 20 keys and
+// bigger batches, each batch holds chains of several rows per key (a failure must stop its key's chain).
 func TestOrderPerKeyWithThreeRelays(t *testing.T) {
+	for _, tc := range []struct{ keys, perKey, batch int }{
+		{500, testutil.SoakOr(6, 40), 50},
+		{20, testutil.SoakOr(100, 1000), 200},
+	} {
+		t.Run(fmt.Sprintf("keys=%d", tc.keys), func(t *testing.T) { testOrderPerKey(t, tc.keys, tc.perKey, tc.batch) })
+	}
+}
+
+func testOrderPerKey(t *testing.T, keys, perKey, batch int) {
 	db := migrated(t)
 	ctx := context.Background()
-	const keys, producers = 500, 10
-	perKey := testutil.SoakOr(4, 40)
+	producers := min(10, keys)
 
 	dest := &collector{}
 	var failures atomic.Int64
@@ -36,38 +48,44 @@ func TestOrderPerKeyWithThreeRelays(t *testing.T) {
 		}
 		return nil
 	})
+	// Producer p owns keys k with k % producers == p, so each key's commit order is its sequence order.
+	committed := make([][]int, keys) // per key: committed sequence numbers in commit order
+	var rolledBack atomic.Int64
+	var wg sync.WaitGroup
+	produce := func(from, to int) {
+		for p := range producers {
+			wg.Go(func() {
+				for seq := from; seq < to; seq++ {
+					for k := p; k < keys; k += producers {
+						commit := rand.IntN(10) != 0
+						key := "key-" + strconv.Itoa(k)
+						if err := publishInTx(ctx, db, outbox.PublisherConfig{}, "orders", key, seq, commit,
+							keyed(key, strconv.Itoa(seq))); err != nil {
+							t.Errorf("publish %s/%d: %v", key, seq, err)
+							return
+						}
+						if commit {
+							committed[k] = append(committed[k], seq)
+						} else {
+							rolledBack.Add(1)
+						}
+					}
+				}
+			})
+		}
+	}
+	// A backlog first (several rows per key), then relays working while more commits arrive.
+	produce(0, perKey/2)
+	wg.Wait()
 	for i := range 3 {
 		runRelay(t, db, outbox.RelayConfig{
-			Name: fmt.Sprintf("relay-%d", i), Publisher: dest, BatchSize: 50,
+			Name: fmt.Sprintf("relay-%d", i), Publisher: dest, BatchSize: batch,
 			RetryInitialBackoff: time.Millisecond, RetryMaxBackoff: 10 * time.Millisecond, MaxAttempts: 1000,
 			PollInterval: 100 * time.Millisecond,
 		})
 	}
 
-	// Producer p owns keys k with k % producers == p, so each key's commit order is its sequence order.
-	committed := make([][]int, keys) // per key: committed sequence numbers in commit order
-	var rolledBack atomic.Int64
-	var wg sync.WaitGroup
-	for p := range producers {
-		wg.Go(func() {
-			for seq := range perKey {
-				for k := p; k < keys; k += producers {
-					commit := rand.IntN(10) != 0
-					key := "key-" + strconv.Itoa(k)
-					if err := publishInTx(ctx, db, outbox.PublisherConfig{}, "orders", key, seq, commit,
-						keyed(key, strconv.Itoa(seq))); err != nil {
-						t.Errorf("publish %s/%d: %v", key, seq, err)
-						return
-					}
-					if commit {
-						committed[k] = append(committed[k], seq)
-					} else {
-						rolledBack.Add(1)
-					}
-				}
-			}
-		})
-	}
+	produce(perKey/2, perKey)
 	wg.Wait()
 	total := 0
 	for _, c := range committed {
