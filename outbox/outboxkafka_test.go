@@ -110,3 +110,56 @@ func readKafkaMessages(t *testing.T, brokers []string, isolation sarama.Isolatio
 	})
 	return out
 }
+
+// TestKafkaTransactionalOutputReadByWatermillKafka relays rows in transactional mode and reads them with
+// watermill-kafka's Subscriber (read_committed, consumer group): UUID, payload, metadata and the outbox id
+// arrive as published.
+func TestKafkaTransactionalOutputReadByWatermillKafka(t *testing.T) {
+	db := migrated(t)
+	ctx := context.Background()
+	brokers := testutil.Kafka(t, crashTopic, outboxkafka.DefaultProgressTopic)
+	var sent []*message.Message
+	for i := range 5 {
+		m := keyed("k", "payload-"+strconv.Itoa(i))
+		m.Metadata.Set("trace", strconv.Itoa(i))
+		sent = append(sent, m)
+		if err := publishInTx(ctx, db, outbox.PublisherConfig{}, crashTopic, "k", i, true, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tp, err := outboxkafka.NewTransactionalPublisher(outboxkafka.Config{Brokers: brokers, RelayName: "r"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tp.Close() })
+	runRelay(t, db, outbox.RelayConfig{Name: "r", TransactionalPublisher: tp, PollInterval: 20 * time.Millisecond})
+
+	sc := kafka.DefaultSaramaSubscriberConfig()
+	sc.Consumer.IsolationLevel = sarama.ReadCommitted
+	sc.Consumer.Offsets.Initial = sarama.OffsetOldest
+	sub, err := kafka.NewSubscriber(kafka.SubscriberConfig{Brokers: brokers, Unmarshaler: kafka.DefaultMarshaler{},
+		OverwriteSaramaConfig: sc, ConsumerGroup: "readers"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Close() })
+	subCtx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	ch, err := sub.Subscribe(subCtx, crashTopic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range sent {
+		select {
+		case m := <-ch:
+			m.Ack()
+			if m.UUID != want.UUID || string(m.Payload) != string(want.Payload) || m.Metadata.Get("trace") != strconv.Itoa(i) ||
+				m.Metadata.Get(outbox.MetadataOutboxID) != strconv.Itoa(i+1) || m.Metadata.Get(outbox.MetadataOrderingKey) != "k" {
+				t.Errorf("message %d: %s %q %v, want %s %q with trace %d and outbox id %d", i, m.UUID, m.Payload, m.Metadata,
+					want.UUID, want.Payload, i, i+1)
+			}
+		case <-subCtx.Done():
+			t.Fatalf("watermill-kafka subscriber got %d of %d messages", i, len(sent))
+		}
+	}
+}
