@@ -41,8 +41,8 @@
 //		parked_at       timestamptz,                    -- set after MaxAttempts failures (parked)
 //		owner           text                            -- relay name holding the row (transactional mode)
 //	);
-//	CREATE INDEX IF NOT EXISTS watermill_outbox_pending_idx   ON watermill_outbox (id) WHERE delivered_at IS NULL;
 //	CREATE INDEX IF NOT EXISTS watermill_outbox_key_idx       ON watermill_outbox (ordering_key, id) WHERE delivered_at IS NULL;
+//	CREATE INDEX IF NOT EXISTS watermill_outbox_unkeyed_idx   ON watermill_outbox (id) WHERE delivered_at IS NULL AND ordering_key IS NULL;
 //	CREATE INDEX IF NOT EXISTS watermill_outbox_delivered_idx ON watermill_outbox (delivered_at) WHERE delivered_at IS NOT NULL;
 //
 // Table.Schema and Table.Name choose another table; the notification channel is Table.Channel().
@@ -65,18 +65,24 @@
 // # Order per key, with several relays
 //
 // Claim. A row is a head when no row of its ordering key with a smaller id is undelivered (parked and
-// backing-off rows are undelivered). The claim statement locks heads that are due and not parked with
-// FOR UPDATE SKIP LOCKED, in id order, and then reads, for each locked head's key, the later undelivered rows
-// (its followers) in id order, stopping at the first one that is parked or waiting for a retry. The relay
-// publishes a key's rows one at a time in id order, stops the key at its first failure, marks what it
-// published delivered and commits, all in the claim's transaction.
+// backing-off rows are undelivered). Each claim looks at a window of 2×BatchSize keys, found by a loose scan
+// of the key index (one index descent per key, whatever the backlog of each key); successive claims move the
+// window round-robin through the keyspace, so every key is looked at within keys/window claims. The claim
+// statement locks, with FOR UPDATE SKIP LOCKED and oldest first, the window's heads (and the oldest unkeyed
+// rows) that are still undelivered, due and not parked, then reads, for each locked head's key, the later
+// undelivered rows (its followers) in id order, at most BatchSize/heads per key, stopping at the first one that
+// is parked or waiting for a retry. The relay publishes a key's rows one at a time in id order, stops the key
+// at its first failure, marks what it published delivered and commits, all in the claim's transaction.
 //
 // Mutual exclusion per key. While relay A's transaction holds key k's head h locked and undelivered, no other
 // relay can claim a row of k: h is skipped because it is locked, and every later row of k is not a head,
 // because h is undelivered in every snapshot taken before A commits. After A commits, the rows it marked are
 // delivered and the first row of k it did not publish becomes the head; a relay whose snapshot predates A's
 // commit still sees h undelivered and claims nothing of k, and if it reaches h after A's commit,
-// PostgreSQL re-checks h's new version (delivered) and skips it. So a key is relayed by one relay at a time,
+// PostgreSQL re-checks h's new version (delivered) and skips it. The key scan and the claim are two statements:
+// a row the scan found as its key's head is still the head when the claim locks it, unless it was delivered
+// meanwhile (then the claim skips it), because no row of its key with a smaller id can commit later (next
+// paragraph). So a key is relayed by one relay at a time,
 // and each relay publishes a prefix of the key's undelivered rows in id order, each after its predecessor
 // was delivered.
 //
