@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -367,5 +368,27 @@ func TestGracefulShutdown(t *testing.T) {
 				t.Logf("abandoned rows counted as failed attempts: %d", n)
 			}
 		})
+	}
+}
+
+// TestRunLeavesNoGoroutines checks that no goroutine of the relay (loop, LISTEN, shutdown timers) outlives Run.
+func TestRunLeavesNoGoroutines(t *testing.T) {
+	db := migrated(t)
+	dest := &collector{}
+	stop := runRelay(t, db, outbox.RelayConfig{Publisher: dest, PollInterval: 20 * time.Millisecond})
+	waitListening(t, db)
+	if err := publishInTx(context.Background(), db, outbox.PublisherConfig{}, "t", "k", 1, true, keyed("k", "x")); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Poll(t, 30*time.Second, "delivery", func() (bool, string) { return dest.count() == 1, "" })
+	stop()
+	var left []string
+	for _, s := range testutil.GoroutineStacks() {
+		if strings.Contains(s, "watermill-sls/outbox.") {
+			left = append(left, s)
+		}
+	}
+	if len(left) > 0 {
+		t.Errorf("%d relay goroutines still running after Run returned:\n%s", len(left), strings.Join(left, "\n\n"))
 	}
 }
