@@ -3,6 +3,7 @@ package outbox_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -161,5 +162,47 @@ func TestKafkaTransactionalOutputReadByWatermillKafka(t *testing.T) {
 		case <-subCtx.Done():
 			t.Fatalf("watermill-kafka subscriber got %d of %d messages", i, len(sent))
 		}
+	}
+}
+
+// TestKafkaTransactionalBadRowParksAlone publishes a row watermill-kafka's marshaler rejects (reserved
+// metadata key) among good rows: only that row counts attempts and is parked; the others are relayed.
+func TestKafkaTransactionalBadRowParksAlone(t *testing.T) {
+	db := migrated(t)
+	ctx := context.Background()
+	brokers := testutil.Kafka(t, crashTopic, outboxkafka.DefaultProgressTopic)
+	bad := keyed("b", "bad")
+	bad.Metadata.Set(kafka.UUIDHeaderKey, "reserved")
+	for i, m := range []*message.Message{keyed("a", "good-1"), bad, keyed("c", "good-2")} {
+		if err := publishInTx(ctx, db, outbox.PublisherConfig{}, crashTopic, "k", i, true, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tp, err := outboxkafka.NewTransactionalPublisher(outboxkafka.Config{Brokers: brokers, RelayName: "r"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tp.Close() })
+	runRelay(t, db, outbox.RelayConfig{Name: "r", TransactionalPublisher: tp, PollInterval: 20 * time.Millisecond,
+		MaxAttempts: 2, RetryInitialBackoff: time.Millisecond, RetryMaxBackoff: 5 * time.Millisecond})
+	testutil.Poll(t, time.Minute, "bad row parked, good rows delivered", func() (bool, string) {
+		parked := countRows(t, db, "parked_at IS NOT NULL")
+		delivered := countRows(t, db, "delivered_at IS NOT NULL")
+		return parked == 1 && delivered == 2, fmt.Sprintf("parked %d, delivered %d", parked, delivered)
+	})
+	parked, err := (outbox.Table{}).Parked(ctx, db, 10)
+	if err != nil || len(parked) != 1 || parked[0].UUID != bad.UUID || parked[0].Attempts != 2 {
+		t.Errorf("parked rows %+v (err %v), want only the bad row after 2 attempts", parked, err)
+	}
+	if n := countRows(t, db, "attempts > 1 AND parked_at IS NULL"); n != 0 {
+		t.Errorf("%d good rows counted more than one attempt because of the bad row", n)
+	}
+	var got []string
+	for _, m := range readKafkaMessages(t, brokers, sarama.ReadCommitted) {
+		got = append(got, string(m.Payload))
+	}
+	slices.Sort(got)
+	if fmt.Sprint(got) != "[good-1 good-2]" {
+		t.Errorf("read_committed reader got %v, want [good-1 good-2]", got)
 	}
 }

@@ -30,9 +30,22 @@ type TransactionalPublisher interface {
 	// batch and after every failed PublishBatch, and marks the ids delivered.
 	Recover(ctx context.Context) ([]int64, error)
 	// PublishBatch publishes msgs (in order) and a progress record naming their ids, in one transaction: after
-	// nil all are committed; after an error the Relay calls Recover to learn whether they were.
+	// nil all are committed; after an error the Relay calls Recover to learn whether they were. An error that
+	// wraps a *RowError blames one row: only that row counts a failed attempt.
 	PublishBatch(ctx context.Context, msgs []BatchMessage) error
 }
+
+// RowError is returned (wrapped) by a TransactionalPublisher's PublishBatch when one row made the batch fail
+// before anything was sent (it cannot be marshaled, say): the Relay then counts a failed attempt for that row
+// only and releases the others without counting, so one bad row cannot park its whole batch.
+type RowError struct {
+	ID  int64 // outbox row id
+	Err error
+}
+
+func (e *RowError) Error() string { return fmt.Sprintf("outbox row %d: %v", e.ID, e.Err) }
+
+func (e *RowError) Unwrap() error { return e.Err }
 
 // errNeedRecover marks errors after which the relay must run Recover before its next batch.
 var errNeedRecover = errors.New("outbox: transactional publish failed")
@@ -117,10 +130,28 @@ func (r *Relay) afterFailedBatch(ctx context.Context, rows []*row, pubErr error)
 			failed = append(failed, row)
 		}
 	}
+	var released []int64
+	var rowErr *RowError
+	if errors.As(pubErr, &rowErr) {
+		var culprit []*row
+		for _, row := range failed {
+			if row.id == rowErr.ID {
+				culprit = append(culprit, row)
+			} else {
+				released = append(released, row.id)
+			}
+		}
+		failed = culprit
+	}
 	failures := r.failures(failed, fmt.Errorf("transactional publish: %w", pubErr))
 	err = pgx.BeginFunc(ctx, r.db, func(tx pgx.Tx) error {
 		if err := r.config.Table.markDelivered(ctx, tx, delivered); err != nil {
 			return err
+		}
+		if len(released) > 0 {
+			if _, err := tx.Exec(ctx, `UPDATE `+r.config.Table.ident()+` SET owner = NULL WHERE id = ANY($1)`, released); err != nil {
+				return r.config.Table.tableError("release rows in", err)
+			}
 		}
 		return r.config.Table.markFailed(ctx, tx, failures)
 	})

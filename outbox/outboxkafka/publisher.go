@@ -256,7 +256,7 @@ func (p *TransactionalPublisher) PublishBatch(ctx context.Context, msgs []outbox
 	for i, m := range msgs {
 		rec, err := p.config.Marshaler.Marshal(m.Topic, m.Message)
 		if err != nil {
-			return fmt.Errorf("outboxkafka: marshal row %d: %w", m.ID, err)
+			return fmt.Errorf("outboxkafka: marshal: %w", &outbox.RowError{ID: m.ID, Err: err})
 		}
 		records = append(records, rec)
 		ids[i] = m.ID
