@@ -50,10 +50,13 @@ func (r *Relay) Run(ctx context.Context) error {
 	}
 	defer r.running.Unlock()
 	if err := r.checkTable(ctx); err != nil {
-		if ctx.Err() != nil {
-			return nil
+		var missing *MissingTableError
+		if errors.As(err, &missing) {
+			return err // a deployment error: retrying will not fix it
 		}
-		return err
+		if ctx.Err() == nil {
+			r.report(err) // the database may come back: the loop retries
+		}
 	}
 
 	wake := make(chan struct{}, 1)
