@@ -6,6 +6,7 @@ require (
 	github.com/IBM/sarama v1.50.1
 	github.com/ThreeDotsLabs/watermill v1.5.3
 	github.com/ThreeDotsLabs/watermill-kafka/v3 v3.1.4
+	github.com/ThreeDotsLabs/watermill-sql/v3 v3.1.0
 	github.com/aliyun/aliyun-log-go-sdk v0.1.127
 	github.com/go-kit/kit v0.10.0
 	github.com/gogo/protobuf v1.3.2

@@ -1,10 +1,113 @@
-// Package outbox will provide a transactional outbox for microservices:
-// messages written in the same PostgreSQL transaction as the business rows,
-// and a Relay that publishes them through any Watermill Publisher (SLS,
-// Kafka) in order per key.
+// Package outbox is a transactional outbox for microservices on PostgreSQL: messages are written in the same
+// transaction as the business rows (a Publisher bound to a pgx.Tx), and a Relay publishes the committed ones
+// through any Watermill Publisher (SLS, Kafka, ...), in order per ordering key, at least once; or exactly once
+// into Kafka for read_committed readers with package outboxkafka.
 //
-// Not built yet. It will hold: a Publisher bound to a pgx transaction and a
-// Relay (FOR UPDATE SKIP LOCKED claims, LISTEN/NOTIFY wake-ups with polling
-// fallback, retries with backoff, parking after repeated failures, retention
-// of delivered rows).
+// It depends on Watermill and pgx only.
+//
+// # Writing
+//
+//	tx, _ := pool.Begin(ctx)
+//	// ... business writes in tx ...
+//	pub, _ := outbox.NewPublisher(tx, outbox.PublisherConfig{})
+//	msg := message.NewMessage(watermill.NewUUID(), payload)
+//	msg.Metadata.Set(outbox.DefaultOrderingKeyMetadata, orderID) // optional ordering key
+//	err := pub.Publish("orders", msg)
+//	// ... tx.Commit(ctx): the message exists if and only if the business rows do.
+//
+// Inside a handler that received the transaction through its context, use ContextWithTx and
+// PublisherFromContext. Publish issues pg_notify in the same transaction, so listening relays wake when it
+// commits. Misuse fails with errors that say what to do: ErrTxDone (publish after Commit or Rollback),
+// ErrTxAborted (an earlier statement failed), *MissingTableError (Migrate was not called),
+// *PayloadTooLargeError (PublisherConfig.MaxPayloadBytes).
+//
+// # Schema
+//
+// Table.Migrate creates the table and its indexes (idempotent, safe to run from several processes at once).
+// For the default table it runs:
+//
+//	CREATE TABLE IF NOT EXISTS watermill_outbox (
+//		id              bigserial PRIMARY KEY,          -- monotonically increasing; per key, in commit order
+//		topic           text        NOT NULL,           -- destination topic
+//		ordering_key    text,                           -- NULL: not ordered with any other row
+//		uuid            text        NOT NULL,           -- Watermill message UUID
+//		metadata        jsonb       NOT NULL DEFAULT '{}',
+//		payload         bytea       NOT NULL,
+//		created_at      timestamptz NOT NULL DEFAULT now(),
+//		attempts        integer     NOT NULL DEFAULT 0, -- publish attempts so far
+//		last_error      text,                           -- error of the last failed attempt
+//		next_attempt_at timestamptz NOT NULL DEFAULT now(), -- not relayed before (retry backoff)
+//		delivered_at    timestamptz,                    -- set when relayed; retention deletes by it
+//		parked_at       timestamptz,                    -- set after MaxAttempts failures (parked)
+//		owner           text                            -- relay name holding the row (transactional mode)
+//	);
+//	CREATE INDEX IF NOT EXISTS watermill_outbox_key_idx       ON watermill_outbox (ordering_key, id) WHERE delivered_at IS NULL;
+//	CREATE INDEX IF NOT EXISTS watermill_outbox_unkeyed_idx   ON watermill_outbox (id) WHERE delivered_at IS NULL AND ordering_key IS NULL;
+//	CREATE INDEX IF NOT EXISTS watermill_outbox_delivered_idx ON watermill_outbox (delivered_at) WHERE delivered_at IS NOT NULL;
+//
+// Table.Schema and Table.Name choose another table; the notification channel is Table.Channel().
+//
+// # Relaying
+//
+// A Relay (NewRelay, Run) loops: claim a batch, publish it, mark it, commit. It sleeps until a notification
+// (LISTEN on one pool connection) or PollInterval, whichever comes first; RelayConfig.DisableListen polls only,
+// for PgBouncer-style poolers in transaction mode. Run several relays (processes) on one table to share the
+// work. Each relayed message carries its row id in metadata MetadataOutboxID and its ordering key in
+// MetadataOrderingKey: ids of one key increase in commit order, so a destination can use the id as a per-key
+// sequence id for idempotent writes.
+//
+// A failed publish counts an attempt and delays the row by exponential backoff (RetryInitialBackoff doubling
+// up to RetryMaxBackoff, with jitter). After MaxAttempts the row is parked: Table.Parked lists parked rows,
+// Table.Requeue makes them eligible again. Delivered rows are deleted after Retention. Metrics receives
+// relayed (with lag), failed, parked and relay-level errors. On cancellation Run finishes its batch within
+// ShutdownTimeout or abandons it (its rows are released).
+//
+// # Order per key, with several relays
+//
+// Claim. A row is a head when no row of its ordering key with a smaller id is undelivered (parked and
+// backing-off rows are undelivered). Each claim looks at a window of 2×BatchSize keys, found by a loose scan
+// of the key index (one index descent per key, whatever the backlog of each key); successive claims move the
+// window round-robin through the keyspace, so every key is looked at within keys/window claims. The claim
+// statement locks, with FOR UPDATE SKIP LOCKED and oldest first, the window's heads (and the oldest unkeyed
+// rows) that are still undelivered, due and not parked, then reads, for each locked head's key, the later
+// undelivered rows (its followers) in id order, at most BatchSize/heads per key, stopping at the first one that
+// is parked or waiting for a retry. The relay publishes a key's rows one at a time in id order, stops the key
+// at its first failure, marks what it published delivered and commits, all in the claim's transaction.
+//
+// Mutual exclusion per key. While relay A's transaction holds key k's head h locked and undelivered, no other
+// relay can claim a row of k: h is skipped because it is locked, and every later row of k is not a head,
+// because h is undelivered in every snapshot taken before A commits. After A commits, the rows it marked are
+// delivered and the first row of k it did not publish becomes the head; a relay whose snapshot predates A's
+// commit still sees h undelivered and claims nothing of k, and if it reaches h after A's commit,
+// PostgreSQL re-checks h's new version (delivered) and skips it. The key scan and the claim are two statements:
+// a row the scan found as its key's head is still the head when the claim locks it, unless it was delivered
+// meanwhile (then the claim skips it), because no row of its key with a smaller id can commit later (next
+// paragraph). So a key is relayed by one relay at a time,
+// and each relay publishes a prefix of the key's undelivered rows in id order, each after its predecessor
+// was delivered.
+//
+// Id order is commit order. The Publisher takes a transaction-scoped advisory lock per ordering key
+// (pg_advisory_xact_lock) before it inserts, so a second transaction publishing the same key waits until the
+// first ends, and only then draws its ids from the sequence. PostgreSQL makes a commit visible before it
+// releases the transaction's locks, so a row of key k is never visible while a row of k with a smaller id is
+// still uncommitted: a relay cannot skip ahead of a row that commits later.
+//
+// Parking keeps order. A parked row stays undelivered, so it remains its key's head but is never claimed:
+// the key stops there until Table.Requeue (TestParkedRowBlocksItsKey). Rows without an ordering key are
+// independent and relayed in parallel.
+//
+// Crashes. The claim's locks live in the relay's transaction: when a relay dies, PostgreSQL rolls it back and
+// the rows are claimable again; a message published before the crash is published again (at least once).
+//
+// # Exactly once into Kafka
+//
+// With RelayConfig.TransactionalPublisher (outboxkafka.TransactionalPublisher) and a stable RelayConfig.Name,
+// the relay commits its claim (rows owned by its name) in PostgreSQL, publishes the batch and a progress
+// record with the batch's row ids in one Kafka transaction, then marks the rows. Rows owned by a relay are
+// never claimed by another (nor, for order, the rest of their keys). When the relay restarts under its name,
+// Recover fences the old producer (its open transaction is aborted), reads the last progress record, marks
+// those rows delivered, and releases the others, before publishing anything: a crash between the Kafka commit
+// and the PostgreSQL mark produces no duplicate for read_committed readers. A relay that never comes back
+// holds its rows until a relay is started under its name. In this mode a failing batch counts an attempt for
+// each of its rows.
 package outbox

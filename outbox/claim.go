@@ -1,0 +1,263 @@
+package outbox
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/jackc/pgx/v5"
+)
+
+// MetadataOutboxID is the metadata key in which a relayed message carries its outbox row id (decimal). Ids
+// increase with commit order within an ordering key, so a destination can use it as a monotonically increasing
+// per-key sequence id (for idempotent writes).
+const MetadataOutboxID = "outbox_id"
+
+// MetadataOrderingKey is the metadata key in which a relayed message carries its row's ordering key, when it
+// has one, so a destination can partition by it.
+const MetadataOrderingKey = "outbox_ordering_key"
+
+// row is one claimed outbox row.
+type row struct {
+	id          int64
+	topic       string
+	orderingKey *string
+	uuid        string
+	metadata    []byte
+	payload     []byte
+	createdAt   time.Time
+	attempts    int
+	ready       bool
+}
+
+// headsSQL returns the head (oldest undelivered row) of each ordering key after $1 in key order, at most $2
+// keys: a loose index scan of the key index, one index descent per key, so its cost does not grow with the
+// number of rows per key.
+func (t Table) headsSQL() string {
+	tbl := t.ident()
+	return `WITH RECURSIVE keys(k, id) AS (
+	(SELECT ordering_key, id FROM ` + tbl + ` WHERE delivered_at IS NULL AND ordering_key > $1
+		ORDER BY ordering_key, id LIMIT 1)
+	UNION ALL
+	SELECT n.ordering_key, n.id FROM keys, LATERAL (
+		SELECT ordering_key, id FROM ` + tbl + ` WHERE delivered_at IS NULL AND ordering_key > keys.k
+		ORDER BY ordering_key, id LIMIT 1) n
+)
+SELECT k, id FROM keys LIMIT $2`
+}
+
+// unkeyedSQL returns the oldest claimable rows without an ordering key. $1 limit, $2 relay name or NULL.
+func (t Table) unkeyedSQL() string {
+	return `SELECT id FROM ` + t.ident() + ` WHERE ordering_key IS NULL AND delivered_at IS NULL
+	AND parked_at IS NULL AND next_attempt_at <= now() AND (owner IS NULL OR owner = $2)
+	ORDER BY id LIMIT $1`
+}
+
+// claimSQL claims a batch. See the package documentation ("Order per key") for why this preserves order:
+//
+//   - $3 holds candidate heads: the oldest undelivered row of some keys, and unkeyed rows. A row that was
+//     its key's head stays the head until it is delivered (ids of a key follow commit order). The statement
+//     locks the candidates that are still undelivered, due, not parked and not owned by another relay, with
+//     FOR UPDATE SKIP LOCKED, so a locked head is its key's lock;
+//   - followers are the later undelivered rows of the keys whose head this statement locked, at most
+//     BatchSize / heads per key; nobody else can claim them while the head is locked and undelivered (they
+//     are not heads), so they are not locked;
+//   - the batch is the first $1 rows in id order, which keeps a prefix of every key's chain.
+//
+// $1 batch size, $2 relay name or NULL, $3 candidate head ids.
+func (t Table) claimSQL() string {
+	tbl := t.ident()
+	cols := `x.id, x.topic, x.ordering_key, x.uuid, x.metadata, x.payload, x.created_at, x.attempts,
+		(x.parked_at IS NULL AND x.next_attempt_at <= now() AND (x.owner IS NULL OR x.owner = $2)) AS ready`
+	return `WITH heads AS (
+	SELECT o.id, o.ordering_key FROM ` + tbl + ` o
+	WHERE o.id = ANY($3::bigint[])
+		AND o.delivered_at IS NULL AND o.parked_at IS NULL AND o.next_attempt_at <= now()
+		AND (o.owner IS NULL OR o.owner = $2)
+	ORDER BY o.id
+	LIMIT $1
+	FOR UPDATE OF o SKIP LOCKED
+)
+SELECT * FROM (
+	SELECT ` + cols + ` FROM heads h CROSS JOIN LATERAL (
+		SELECT * FROM ` + tbl + ` y
+		WHERE y.ordering_key = h.ordering_key AND y.delivered_at IS NULL AND y.id >= h.id
+		ORDER BY y.ordering_key, y.id LIMIT (SELECT ceil($1::float8 / count(*))::int FROM heads)) x
+	WHERE h.ordering_key IS NOT NULL
+	UNION ALL
+	SELECT ` + cols + ` FROM heads h JOIN ` + tbl + ` x ON x.id = h.id
+	WHERE h.ordering_key IS NULL
+) b ORDER BY id LIMIT $1`
+}
+
+// keyCursor walks the keyspace round-robin, a window of keys per claim, so that every key is looked at
+// within (keys / window) claims however many rows the others have.
+type keyCursor struct {
+	after string // last key of the previous window; "" starts from the first key
+}
+
+// candidates returns the ids of the heads of the next window of n keys, the oldest unkeyed rows, and whether
+// the window reached the end of the keyspace (the next window then starts from the first key again).
+func (t Table) candidates(ctx context.Context, tx pgx.Tx, c *keyCursor, n int, owner *string) ([]int64, bool, error) {
+	keys, ids, err := t.headsAfter(ctx, tx, c.after, n)
+	if err != nil {
+		return nil, false, err
+	}
+	end := len(keys) < n
+	switch {
+	case !end:
+		c.after = keys[n-1]
+	case c.after != "": // wrap around for the rest of the window
+		moreKeys, moreIDs, err := t.headsAfter(ctx, tx, "", n-len(keys))
+		if err != nil {
+			return nil, false, err
+		}
+		for i, k := range moreKeys {
+			if k > c.after {
+				break
+			}
+			ids = append(ids, moreIDs[i])
+		}
+		c.after = ""
+	}
+	rs, err := tx.Query(ctx, t.unkeyedSQL(), n, owner)
+	if err != nil {
+		return nil, false, t.tableError("claim rows from", err)
+	}
+	unkeyed, err := pgx.CollectRows(rs, pgx.RowTo[int64])
+	if err != nil {
+		return nil, false, t.tableError("claim rows from", err)
+	}
+	return append(ids, unkeyed...), end, nil
+}
+
+func (t Table) headsAfter(ctx context.Context, tx pgx.Tx, after string, n int) ([]string, []int64, error) {
+	if n <= 0 {
+		return nil, nil, nil
+	}
+	rs, err := tx.Query(ctx, t.headsSQL(), after, n)
+	if err != nil {
+		return nil, nil, t.tableError("list keys of", err)
+	}
+	var keys []string
+	var ids []int64
+	var k string
+	var id int64
+	_, err = pgx.ForEachRow(rs, []any{&k, &id}, func() error {
+		keys, ids = append(keys, k), append(ids, id)
+		return nil
+	})
+	if err != nil {
+		return nil, nil, t.tableError("list keys of", err)
+	}
+	return keys, ids, nil
+}
+
+// claim returns the rows to publish, in id order: for each key, its chain up to the first row that is not
+// ready (parked, waiting for a retry, or owned by another relay). It also reports whether the key window
+// reached the end of the keyspace.
+func (t Table) claim(ctx context.Context, tx pgx.Tx, c *keyCursor, batch int, owner *string) ([]*row, bool, error) {
+	// The claim's cost estimate can make PostgreSQL JIT-compile it on every call, which costs more than
+	// running it.
+	if _, err := tx.Exec(ctx, `SET LOCAL jit = off`); err != nil {
+		return nil, false, fmt.Errorf("outbox: claim rows from %s: %w", t, err)
+	}
+	cands, end, err := t.candidates(ctx, tx, c, 2*batch, owner)
+	if err != nil || len(cands) == 0 {
+		return nil, end, err
+	}
+	rs, err := tx.Query(ctx, t.claimSQL(), batch, owner, cands)
+	if err != nil {
+		return nil, false, t.tableError("claim rows from", err)
+	}
+	var out []*row
+	blocked := map[string]bool{}
+	for rs.Next() {
+		r := &row{}
+		if err := rs.Scan(&r.id, &r.topic, &r.orderingKey, &r.uuid, &r.metadata, &r.payload, &r.createdAt,
+			&r.attempts, &r.ready); err != nil {
+			rs.Close()
+			return nil, false, fmt.Errorf("outbox: claim rows from %s: %w", t, err)
+		}
+		if r.orderingKey != nil {
+			if blocked[*r.orderingKey] {
+				continue
+			}
+			if !r.ready {
+				blocked[*r.orderingKey] = true
+				continue
+			}
+		}
+		out = append(out, r)
+	}
+	if err := rs.Err(); err != nil {
+		return nil, false, t.tableError("claim rows from", err)
+	}
+	return out, end, nil
+}
+
+// message rebuilds the Watermill message of r, with MetadataOutboxID (and MetadataOrderingKey) added.
+func (r *row) message(ctx context.Context) (*message.Message, error) {
+	md := message.Metadata{}
+	if len(r.metadata) > 0 {
+		if err := json.Unmarshal(r.metadata, &md); err != nil {
+			return nil, fmt.Errorf("outbox: row %d: metadata: %w", r.id, err)
+		}
+	}
+	md.Set(MetadataOutboxID, strconv.FormatInt(r.id, 10))
+	if r.orderingKey != nil {
+		md.Set(MetadataOrderingKey, *r.orderingKey)
+	}
+	msg := message.NewMessage(r.uuid, r.payload)
+	msg.Metadata = md
+	msg.SetContext(ctx)
+	return msg, nil
+}
+
+// markDelivered marks ids delivered in tx.
+func (t Table) markDelivered(ctx context.Context, tx pgx.Tx, ids []int64) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	_, err := tx.Exec(ctx, `UPDATE `+t.ident()+` SET delivered_at = now(), attempts = attempts + 1, last_error = NULL
+		WHERE id = ANY($1) AND delivered_at IS NULL`, ids)
+	if err != nil {
+		return t.tableError("mark rows delivered in", err)
+	}
+	return nil
+}
+
+// failure is one failed row: its new backoff, and whether it is parked now.
+type failure struct {
+	row    *row
+	err    error
+	delay  time.Duration
+	parked bool
+}
+
+// markFailed records failed attempts in tx: attempts, last error, next attempt time, parking; it releases the
+// rows' owner.
+func (t Table) markFailed(ctx context.Context, tx pgx.Tx, fs []failure) error {
+	if len(fs) == 0 {
+		return nil
+	}
+	ids := make([]int64, len(fs))
+	errs := make([]string, len(fs))
+	delays := make([]int64, len(fs))
+	parked := make([]bool, len(fs))
+	for i, f := range fs {
+		ids[i], errs[i], delays[i], parked[i] = f.row.id, f.err.Error(), f.delay.Microseconds(), f.parked
+	}
+	_, err := tx.Exec(ctx, `UPDATE `+t.ident()+` AS t SET attempts = t.attempts + 1, last_error = f.err,
+		next_attempt_at = now() + f.delay * interval '1 microsecond',
+		parked_at = CASE WHEN f.parked THEN now() END, owner = NULL
+		FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bool[]) AS f(id, err, delay, parked)
+		WHERE t.id = f.id AND t.delivered_at IS NULL`, ids, errs, delays, parked)
+	if err != nil {
+		return t.tableError("record failed attempts in", err)
+	}
+	return nil
+}

@@ -1,0 +1,359 @@
+package outbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Relay moves committed outbox rows to their destination. Run it in every process that should relay (several
+// relays share the work; see the package documentation for the guarantees).
+type Relay struct {
+	db     *pgxpool.Pool
+	config RelayConfig
+	logger watermill.LoggerAdapter
+
+	running sync.Mutex // one Run at a time
+	cursor  keyCursor  // where the next claim looks in the keyspace; used by Run's goroutine only
+}
+
+// NewRelay returns a Relay reading the outbox table through db. A nil logger discards logs.
+func NewRelay(db *pgxpool.Pool, config RelayConfig, logger watermill.LoggerAdapter) (*Relay, error) {
+	if db == nil {
+		return nil, errors.New("outbox: NewRelay: db is nil")
+	}
+	config.setDefaults()
+	if err := config.Validate(); err != nil {
+		return nil, err
+	}
+	if logger == nil {
+		logger = watermill.NopLogger{}
+	}
+	logger = logger.With(watermill.LogFields{"outbox_table": config.Table.String(), "relay": config.Name})
+	return &Relay{db: db, config: config, logger: logger}, nil
+}
+
+// Run relays until ctx is cancelled, then finishes the batch it holds (for at most ShutdownTimeout; an
+// unfinished batch is released, its rows relayed again later) and returns nil. It returns an error at once
+// when the outbox table does not exist (*MissingTableError). Other errors (database, destination) are
+// retried; they reach Metrics and the logger. Every goroutine Run starts has ended when it returns.
+func (r *Relay) Run(ctx context.Context) error {
+	if !r.running.TryLock() {
+		return errors.New("outbox: Relay.Run is already running")
+	}
+	defer r.running.Unlock()
+	if err := r.checkTable(ctx); err != nil {
+		var missing *MissingTableError
+		if errors.As(err, &missing) {
+			return err // a deployment error: retrying will not fix it
+		}
+		if ctx.Err() == nil {
+			r.report(err) // the database may come back: the loop retries
+		}
+	}
+
+	wake := make(chan struct{}, 1)
+	var wg sync.WaitGroup
+	if !r.config.DisableListen {
+		wg.Go(func() { r.listen(ctx, wake) })
+	}
+	defer wg.Wait()
+
+	needRecover := r.config.TransactionalPublisher != nil
+	nextRetention := time.Now()
+	for ctx.Err() == nil {
+		if needRecover {
+			if err := r.recover(ctx); err != nil {
+				r.report(err)
+				sleep(ctx, r.config.ErrorBackoff)
+				continue
+			}
+			needRecover = false
+		}
+		if r.config.Retention >= 0 && !time.Now().Before(nextRetention) {
+			if err := r.deleteExpired(ctx); err != nil && ctx.Err() == nil {
+				r.report(err)
+			}
+			nextRetention = time.Now().Add(r.config.RetentionInterval)
+		}
+		res, err := r.relayBatch(ctx)
+		if err != nil {
+			if errors.Is(err, errNeedRecover) {
+				needRecover = true
+			}
+			if ctx.Err() == nil {
+				r.report(err)
+				sleep(ctx, r.config.ErrorBackoff)
+			}
+			continue
+		}
+		if res.claimed >= r.config.BatchSize || !res.endOfKeys {
+			continue // more may be waiting, or keys not looked at yet
+		}
+		wait := r.config.PollInterval
+		if res.retryIn > 0 && res.retryIn < wait {
+			wait = res.retryIn
+		}
+		if d := time.Until(nextRetention); r.config.Retention >= 0 && d < wait {
+			wait = max(d, 0)
+		}
+		r.waitForWork(ctx, wake, wait)
+	}
+	return nil
+}
+
+func (r *Relay) checkTable(ctx context.Context) error {
+	_, err := r.db.Exec(ctx, `SELECT 1 FROM `+r.config.Table.ident()+` LIMIT 0`)
+	if err != nil {
+		return r.config.Table.tableError("open", err)
+	}
+	return nil
+}
+
+func (r *Relay) report(err error) {
+	r.config.Metrics.Error(err)
+	r.logger.Error("Outbox relay error", err, nil)
+}
+
+func (r *Relay) waitForWork(ctx context.Context, wake <-chan struct{}, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-wake:
+	case <-t.C:
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+// listen holds one pool connection in LISTEN on the table's channel and signals wake on each notification.
+// A lost connection is reported and re-established after ErrorBackoff; polling covers the gap.
+func (r *Relay) listen(ctx context.Context, wake chan<- struct{}) {
+	for ctx.Err() == nil {
+		err := r.listenOnce(ctx, wake)
+		if ctx.Err() != nil {
+			return
+		}
+		r.report(fmt.Errorf("outbox: LISTEN %s: %w", r.config.Table.Channel(), err))
+		sleep(ctx, r.config.ErrorBackoff)
+	}
+}
+
+func (r *Relay) listenOnce(ctx context.Context, wake chan<- struct{}) error {
+	conn, err := r.db.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	// The connection leaves the pool for good: its session is in LISTEN state.
+	defer func() {
+		c := conn.Hijack()
+		closeCtx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_ = c.Close(closeCtx) // closing a connection we are abandoning; nothing to do on error
+	}()
+	if _, err := conn.Exec(ctx, `LISTEN `+pgx.Identifier{r.config.Table.Channel()}.Sanitize()); err != nil {
+		return err
+	}
+	signal(wake) // rows may have committed before LISTEN took effect
+	for {
+		if _, err := conn.Conn().WaitForNotification(ctx); err != nil {
+			return err
+		}
+		signal(wake)
+	}
+}
+
+func signal(wake chan<- struct{}) {
+	select {
+	case wake <- struct{}{}:
+	default:
+	}
+}
+
+// workContext returns a context for one batch: it ends ShutdownTimeout after ctx ends.
+func (r *Relay) workContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	work, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stop := context.AfterFunc(ctx, func() {
+		t := time.AfterFunc(r.config.ShutdownTimeout, cancel)
+		context.AfterFunc(work, func() { t.Stop() })
+	})
+	return work, func() { stop(); cancel() }
+}
+
+type batchResult struct {
+	claimed   int
+	endOfKeys bool          // the claim's key window reached the end of the keyspace
+	retryIn   time.Duration // earliest retry among the batch's failures, 0 if none
+}
+
+func (r *Relay) relayBatch(ctx context.Context) (batchResult, error) {
+	if r.config.TransactionalPublisher != nil {
+		return r.relayTransactional(ctx)
+	}
+	work, cancel := r.workContext(ctx)
+	defer cancel()
+	tx, err := r.db.Begin(work)
+	if err != nil {
+		return batchResult{}, fmt.Errorf("outbox: begin claim transaction: %w", err)
+	}
+	defer rollback(tx)
+	rows, end, err := r.config.Table.claim(work, tx, &r.cursor, r.config.BatchSize, nil)
+	if err != nil || len(rows) == 0 {
+		return batchResult{endOfKeys: end}, err
+	}
+	delivered, failures := r.publishRows(work, rows)
+	if err := r.config.Table.markDelivered(work, tx, delivered); err != nil {
+		return batchResult{}, err
+	}
+	if err := r.config.Table.markFailed(work, tx, failures); err != nil {
+		return batchResult{}, err
+	}
+	if err := tx.Commit(work); err != nil {
+		return batchResult{}, fmt.Errorf("outbox: commit relayed batch: %w", err)
+	}
+	res := r.observe(rows, delivered, failures)
+	res.endOfKeys = end
+	return res, nil
+}
+
+func rollback(tx pgx.Tx) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = tx.Rollback(ctx) // after Commit it is a no-op; after a lost connection the server rolls back
+}
+
+// observe reports a finished batch to Metrics.
+func (r *Relay) observe(rows []*row, delivered []int64, failures []failure) batchResult {
+	res := batchResult{claimed: len(rows)}
+	done := make(map[int64]bool, len(delivered))
+	for _, id := range delivered {
+		done[id] = true
+	}
+	now := time.Now()
+	for _, row := range rows {
+		if done[row.id] {
+			r.config.Metrics.Relayed(row.topic, now.Sub(row.createdAt))
+		}
+	}
+	for _, f := range failures {
+		r.config.Metrics.Failed(f.row.topic, f.row.attempts+1, f.err)
+		if f.parked {
+			r.config.Metrics.Parked(f.row.topic, f.row.id, f.err)
+			r.logger.Error("Outbox row parked", f.err, watermill.LogFields{"id": f.row.id, "topic": f.row.topic})
+		} else if res.retryIn == 0 || f.delay < res.retryIn {
+			res.retryIn = f.delay
+		}
+	}
+	return res
+}
+
+// chains splits rows (in id order) into publish units: each ordering key's rows in order, and each unkeyed
+// row alone.
+func chains(rows []*row) [][]*row {
+	var out [][]*row
+	byKey := map[string]int{}
+	for _, rw := range rows {
+		if rw.orderingKey == nil {
+			out = append(out, []*row{rw})
+			continue
+		}
+		i, ok := byKey[*rw.orderingKey]
+		if !ok {
+			i = len(out)
+			byKey[*rw.orderingKey] = i
+			out = append(out, nil)
+		}
+		out[i] = append(out[i], rw)
+	}
+	return out
+}
+
+// publishRows publishes rows through the Publisher, keys concurrently, each key's rows in order. A failure
+// stops its key: later rows of that key are left for a later batch (not counted as attempts).
+func (r *Relay) publishRows(ctx context.Context, rows []*row) (delivered []int64, failures []failure) {
+	ctx, cancel := context.WithTimeout(ctx, r.config.PublishTimeout)
+	defer cancel()
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, r.config.MaxConcurrentPublishes)
+	for _, chain := range chains(rows) {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			ok, f := r.publishChain(ctx, chain)
+			mu.Lock()
+			delivered = append(delivered, ok...)
+			failures = append(failures, f...)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	return delivered, failures
+}
+
+// publishChain publishes a key's rows one Publish call each, so that a failure is attributed to its row.
+func (r *Relay) publishChain(ctx context.Context, chain []*row) ([]int64, []failure) {
+	var ok []int64
+	for _, rw := range chain {
+		msg, err := rw.message(ctx)
+		if err == nil {
+			err = r.config.Publisher.Publish(rw.topic, msg)
+		}
+		if err != nil {
+			return ok, r.failures([]*row{rw}, fmt.Errorf("publish to %q: %w", rw.topic, err))
+		}
+		ok = append(ok, rw.id)
+	}
+	return ok, nil
+}
+
+func (r *Relay) failures(rows []*row, err error) []failure {
+	fs := make([]failure, len(rows))
+	for i, row := range rows {
+		fs[i] = failure{row: row, err: err, delay: r.backoff(row.attempts), parked: row.attempts+1 >= r.config.MaxAttempts}
+	}
+	return fs
+}
+
+// backoff is the wait after a row's (attempts+1)-th failure.
+func (r *Relay) backoff(attempts int) time.Duration {
+	d := r.config.RetryInitialBackoff
+	for i := 0; i < attempts && d < r.config.RetryMaxBackoff; i++ {
+		d *= 2
+	}
+	d = min(d, r.config.RetryMaxBackoff)
+	return d + time.Duration(rand.Int64N(int64(d)/4+1))
+}
+
+// deleteExpired deletes delivered rows older than Retention, in chunks, skipping rows another relay deletes.
+func (r *Relay) deleteExpired(ctx context.Context) error {
+	const chunk = 5000
+	for ctx.Err() == nil {
+		tag, err := r.db.Exec(ctx, `DELETE FROM `+r.config.Table.ident()+` WHERE id IN (
+			SELECT id FROM `+r.config.Table.ident()+`
+			WHERE delivered_at < now() - $1 * interval '1 microsecond'
+			LIMIT $2 FOR UPDATE SKIP LOCKED)`, r.config.Retention.Microseconds(), chunk)
+		if err != nil {
+			return r.config.Table.tableError("delete expired rows from", err)
+		}
+		if tag.RowsAffected() < chunk {
+			return nil
+		}
+	}
+	return nil
+}
