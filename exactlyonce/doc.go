@@ -12,6 +12,9 @@
 //   - [MessageHandler] applies each message in a transaction of its own; [BatchHandler] applies the messages of
 //     many router goroutines in shared transactions (group commit). Both have the shape of
 //     message.NoPublishHandlerFunc and call a [HandlerFunc] with the transaction.
+//   - [ToOutbox] adapts a handler that emits messages: its outputs are written to the transactional outbox
+//     (package outbox) in the transaction that stores the position, and an outbox Relay delivers them to any
+//     Publisher, so exactly-once effects reach SLS, Kafka or anything else through the outbox.
 //   - [KafkaSink] is exactly-once into Kafka instead of PostgreSQL: each Kafka transaction carries a batch's
 //     output messages and the source positions they consumed (records of a compacted positions topic), so
 //     outputs and positions commit together; a restart reads the committed positions with read_committed and
