@@ -11,7 +11,7 @@ PKGS ?= ./...
 WITH_PG := scripts/with-postgres.sh
 
 # -timeout is per test binary; packages run in parallel, so a hang costs at most this much of `make test`.
-TEST_TIMEOUT ?= 10m
+TEST_TIMEOUT ?= 20m
 SOAK_TIMEOUT ?= 120m
 BENCH ?= .
 FUZZTIME ?= 30s
