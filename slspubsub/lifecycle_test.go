@@ -658,3 +658,38 @@ func TestSubscriberStaticPositionStoreParentFirst(t *testing.T) {
 		}
 	}
 }
+
+// TestSubscriberHeartbeatsWhileClosing: a member whose Close waits for a
+// slow handler longer than the group's timeout keeps heartbeating, so the
+// group still takes its final checkpoint, which includes the late ack.
+func TestSubscriberHeartbeatsWhileClosing(t *testing.T) {
+	env := testutil.SLS(t)
+	env.LogStore(t, testProject, testLogstore, 1)
+	stWrite(t, env, 0, "m", 2)
+	s := stSubscriber(t, env, func(c *SubscriberConfig) {
+		fastGroup("slow")(c)
+		c.CloseTimeout = 4 * time.Second // longer than the 1 s group timeout
+	})
+	ch, err := s.Subscribe(context.Background(), testLogstore)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stReceive(t, ch, 1, true)
+	last := stReceive(t, ch, 1, false)[0]
+	closed := make(chan error, 1)
+	go func() { closed <- s.Close() }()
+	time.Sleep(2500 * time.Millisecond) // the handler is slow: well past the group timeout
+	last.Ack()
+	if err := <-closed; err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	begin, _, err := env.Server.Cursors(testProject, testLogstore, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := cursorToInt64(begin)
+	cps, err := newTestClient(t, testConfig(env)).getCheckpoints(ctxT(t), testLogstore, "cg")
+	if err != nil || len(cps) != 1 || cps[0].CheckPoint != cursorFromInt64(b+1) {
+		t.Fatalf("checkpoints %+v (%v), want the cursor after the group (%s)", cps, err, cursorFromInt64(b+1))
+	}
+}

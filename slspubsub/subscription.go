@@ -197,7 +197,24 @@ func (sub *subscription) run(ctx context.Context) {
 		w.cancel()
 	}
 	sub.mu.Unlock()
-	sub.workersWG.Wait()
+	// Workers may take up to CloseTimeout to finish their LogGroups and
+	// commit; keep heartbeating meanwhile, so the group does not drop this
+	// member and refuse its final checkpoints.
+	stopped := make(chan struct{})
+	go func() {
+		sub.workersWG.Wait()
+		close(stopped)
+	}()
+	for waiting := true; waiting; {
+		select {
+		case <-stopped:
+			waiting = false
+		case <-beat:
+			if err := sub.heartbeat(context.WithoutCancel(ctx)); err != nil {
+				sub.logBeatFailure(err)
+			}
+		}
+	}
 	sub.reap()
 	close(commitStop)
 	<-commitDone
