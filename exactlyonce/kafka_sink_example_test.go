@@ -35,17 +35,9 @@ func ExampleKafkaSink() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	position := func(msg *message.Message) (exactlyonce.Position, error) {
-		p, err := slspubsub.PositionFromMessage(msg)
-		if err != nil {
-			return exactlyonce.Position{}, err
-		}
-		cursor, err := p.CursorValue()
-		if err != nil {
-			return exactlyonce.Position{}, err
-		}
-		return exactlyonce.Position{Stream: logstore, Partition: int32(p.Shard), Offset: cursor, Index: int32(p.Index)}, nil
-	}
+	// The decorator sees messages before the router names their topic, so
+	// the logstore is given.
+	position := exactlyonce.SLSPositionOf(logstore)
 	transform := func(msg *message.Message) ([]*message.Message, error) {
 		return []*message.Message{message.NewMessage(watermill.NewUUID(), msg.Payload)}, nil
 	}
