@@ -60,6 +60,7 @@ type entry struct {
 	hdr   int // encoded size of its LogGroup's header (topic, source, tags)
 	hash  hashKey
 	keyed bool
+	seq   int64 // PublisherConfig.SequenceID's id, when it is set
 	call  *call
 	err   error // its outcome, set before call.finish
 }
@@ -433,9 +434,15 @@ func (p *Publisher) cutBatch(l *lane) *batch {
 	b.lane = l
 	first := l.carry[l.head]
 	b.bytes = first.hdr
+	// With caller sequence ids a request carries one message: its seqid is
+	// that message's id, so a refusal says exactly that it was written.
+	limit := p.config.MaxBatchCount
+	if p.config.SequenceID != nil {
+		limit = 1
+	}
 	for l.head < len(l.carry) {
 		e := l.carry[l.head]
-		if len(b.entries) > 0 && (len(b.entries) == p.config.MaxBatchCount ||
+		if len(b.entries) > 0 && (len(b.entries) == limit ||
 			b.bytes+e.size > p.config.MaxBatchBytes || !sameGroup(&e.rec, &first.rec)) {
 			break
 		}
@@ -447,7 +454,10 @@ func (p *Publisher) cutBatch(l *lane) *batch {
 	if l.head == len(l.carry) {
 		l.carry, l.head = l.carry[:0], 0
 	}
-	if p.config.IdempotentWrites {
+	switch {
+	case p.config.SequenceID != nil:
+		b.seqID = first.seq
+	case p.config.IdempotentWrites:
 		b.seqID = nextSeqID()
 	}
 	b.ctx, b.cancel = context.WithTimeout(p.killCtx, p.config.RetryTimeout)
@@ -479,10 +489,19 @@ func (p *Publisher) settle(l *lane, b *batch, err error, done []*entry) (_ []*en
 	// A lane with limit 1 is held by the worker settling its batch; one
 	// with a larger limit may be held by another worker, cutting.
 	holder := l.limit == 1
-	if err != nil && p.config.IdempotentWrites && b.attempts > 1 && isInvalidSequenceID(err) {
-		// An earlier attempt of this batch was written; its answer was lost.
-		p.logger.Debug("PutLogs retry answered InvalidSequenceId: the batch was already written", p.batchFields(b, err))
-		err = nil
+	if err != nil && p.config.IdempotentWrites && isInvalidSequenceID(err) {
+		switch {
+		case p.config.SequenceID != nil:
+			// The caller's sequence: this message, or one after it, was
+			// written (by an earlier attempt, call or process), and the
+			// contract says nothing after it is sent before it is written.
+			p.logger.Debug("PutLogs answered InvalidSequenceId: the message was already written", p.batchFields(b, err))
+			err = nil
+		case b.attempts > 1:
+			// An earlier attempt of this batch was written; its answer was lost.
+			p.logger.Debug("PutLogs retry answered InvalidSequenceId: the batch was already written", p.batchFields(b, err))
+			err = nil
+		}
 	}
 	if err != nil {
 		if wait, ok := p.retryAfter(b, err); ok {
