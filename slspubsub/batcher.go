@@ -72,6 +72,7 @@ type call struct {
 	entries   []entry
 	remaining atomic.Int32
 	done      chan struct{} // receives once, when remaining reaches 0
+	seqErr    error         // set (under mu) when an entry was out of sequence: the rest of the call fails too
 }
 
 var callPool = sync.Pool{New: func() any { return &call{done: make(chan struct{}, 1)} }}
@@ -83,6 +84,7 @@ func getCall(n int) *call {
 	}
 	c.entries = c.entries[:n]
 	c.remaining.Store(int32(n))
+	c.seqErr = nil
 	return c
 }
 
@@ -141,6 +143,7 @@ type lane struct {
 	limit        int      // the most batches in flight at once
 	inflight     int      // batches cut and not settled: being sent, or waiting for a retry
 	pendingBytes int      // what the pending entries add to LogGroups (counted when limit > 1)
+	lastSeq      int64    // caller sequence id of the entry enqueued last (PublisherConfig.SequenceID)
 	backoff      []*batch // batches waiting for their retry timer
 	due          []*batch // batches whose retry wait ended, sent before anything new is cut
 }
@@ -255,19 +258,26 @@ func nextSeqID() int64 {
 	}
 }
 
-// enqueue appends accepted entries to their lanes, making lanes ready
-// and starting workers for them as wantsWorker says. It refuses (false)
-// once the Publisher is closed.
-func (p *Publisher) enqueue(logstore string, entries []entry) bool {
+// enqueue appends accepted entries (of one call) to their lanes, making
+// lanes ready and starting workers for them as wantsWorker says. It
+// refuses (false) once the Publisher is closed. With caller sequence ids
+// it returns the entries it refused (see outOfSequence), which the caller
+// completes with their call's seqErr.
+func (p *Publisher) enqueue(logstore string, entries []entry) (ok bool, refused []*entry) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
-		return false
+		return false, nil
 	}
 	p.accepted.Add(int64(len(entries)))
+	sequenced := p.config.SequenceID != nil
 	var l *lane
 	for i := range entries {
 		e := &entries[i]
+		if sequenced && e.call.seqErr != nil {
+			refused = append(refused, e)
+			continue
+		}
 		key := laneKey{logstore: logstore, hash: e.hash, keyed: e.keyed}
 		if l == nil || l.key != key {
 			l = p.lanes[key]
@@ -280,6 +290,14 @@ func (p *Publisher) enqueue(logstore string, entries []entry) bool {
 				}
 				p.lanes[key] = l
 			}
+		}
+		if sequenced {
+			if err := l.outOfSequence(e); err != nil {
+				e.call.seqErr = err
+				refused = append(refused, e)
+				continue
+			}
+			l.lastSeq = e.seq
 		}
 		l.queue = append(l.queue, e)
 		if l.limit > 1 {
@@ -295,7 +313,26 @@ func (p *Publisher) enqueue(logstore string, entries []entry) bool {
 			}
 		}
 	}
-	return true
+	return true, refused
+}
+
+// outOfSequence reports, with caller sequence ids, an entry whose id is
+// not greater than that of an entry of its lane that is queued or being
+// written: two callers publishing one hash key at once, against the
+// contract (see PublisherConfig.SequenceID). Sent, it could be refused as
+// a duplicate and reported written without being written, so it fails
+// instead. It cannot see an entry already settled: the contract is the
+// caller's, this only catches the races it can. Callers hold mu.
+func (l *lane) outOfSequence(e *entry) error {
+	// A worker may touch carry outside mu only while it holds the lane,
+	// and then inflight > 0, or carry is empty (a lane kept after its
+	// batch settled).
+	unsettled := l.inflight > 0 || len(l.queue) > 0 || (l.state != laneHeld && l.head < len(l.carry))
+	if !unsettled || e.seq > l.lastSeq {
+		return nil
+	}
+	return fmt.Errorf("%w: sequence id %d is not greater than %d, queued or being written for the same hash key",
+		ErrSequenceOrder, e.seq, l.lastSeq)
 }
 
 // unkeyedLaneLimit is the most requests in flight at once for the

@@ -19,6 +19,13 @@ var _ message.Publisher = (*Publisher)(nil)
 // the failure of messages Close could not write in time.
 var ErrPublisherClosed = errors.New("slspubsub: publisher closed")
 
+// ErrSequenceOrder is the cause of the failure of a message whose caller
+// sequence id (PublisherConfig.SequenceID) is not greater than that of a
+// message of the same hash key published before it and not yet written:
+// the messages of a key must be published one after another. The rest of
+// its Publish call fails with it, unsent.
+var ErrSequenceOrder = errors.New("slspubsub: sequence ids out of order")
+
 // Publisher writes Watermill messages to SLS logstores: the topic of
 // Publish is the logstore name; the project, endpoint and credentials come
 // from the config. Its Marshaler turns each message into a log
@@ -137,8 +144,11 @@ var ErrPublisherClosed = errors.New("slspubsub: publisher closed")
 // message was written, an accepted one was not written before. A message
 // published out of order (a smaller id after a greater one was written)
 // would be refused and reported written without being written: this is why
-// the second condition matters, and why ids that do not increase within a
-// Publish call fail it before anything is sent. Messages of one call and
+// the second condition matters, why ids that do not increase within a
+// Publish call fail it before anything is sent, and why a message whose id
+// is not greater than that of a message of its key still queued or in
+// flight fails with ErrSequenceOrder (two callers racing on a key; a race
+// whose first message is already written cannot be seen). Messages of one call and
 // key go one request each, one after another; the first that fails for
 // good fails the rest unsent (see Order).
 //
@@ -313,10 +323,12 @@ func (p *Publisher) sequences(topic string, msgs []*message.Message, c *call) er
 func (p *Publisher) admit(topic string, msgs []*message.Message, c *call, total int) {
 	entries := c.entries
 	if p.budget.tryAcquire(total) {
-		if !p.enqueue(topic, entries) {
+		ok, refused := p.enqueue(topic, entries)
+		if !ok {
 			p.budget.release(total)
 			p.reject(entries, ErrPublisherClosed)
 		}
+		p.complete(refused, c.seqErr)
 		return
 	}
 	for i := 0; i < len(entries); {
@@ -336,11 +348,13 @@ func (p *Publisher) admit(topic string, msgs []*message.Message, c *call, total 
 			}
 			held, j = n, i+1
 		}
-		if !p.enqueue(topic, entries[i:j]) {
+		ok, refused := p.enqueue(topic, entries[i:j])
+		if !ok {
 			p.budget.release(held)
 			p.reject(entries[i:], ErrPublisherClosed)
 			return
 		}
+		p.complete(refused, c.seqErr)
 		i = j
 	}
 }

@@ -3,10 +3,12 @@ package slspubsub_test
 import (
 	"errors"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
@@ -265,5 +267,41 @@ func TestPublisherSequenceIDInvalid(t *testing.T) {
 	}
 	if n := len(env.requests.writes()); n != 0 {
 		t.Fatalf("%d write requests sent, want none", n)
+	}
+}
+
+// TestPublisherSequenceIDRaceOnAKey: a call whose id is not greater than that of a message of its key still
+// in flight (two callers racing on one key, against the contract) fails with ErrSequenceOrder, it and the
+// rest of its call unsent, instead of being refused by SLS and reported written. Once the key has settled,
+// publishing in order works again.
+func TestPublisherSequenceIDRaceOnAKey(t *testing.T) {
+	env := newPubEnv(t, 1)
+	env.Server.InjectFault(slstest.Fault{Op: slstest.OpPostLogStoreLogs, Times: 1, Latency: 300 * time.Millisecond})
+	cfg := pubSeqConfig(env)
+	var started <-chan *http.Request
+	cfg.HTTPClient, started = pubWithStartSignal(env.HTTPClient)
+	p := pubNewPublisher(t, cfg)
+
+	first := make(chan error, 1)
+	go func() { first <- p.Publish(pubLogstore, pubSeqMessage("k", 10)) }()
+	<-started // 10 is in flight
+	err := p.Publish(pubLogstore, pubSeqMessage("j", 1), pubSeqMessage("k", 9), pubSeqMessage("k", 12))
+	var pe *slspubsub.PublishError
+	if !errors.Is(err, slspubsub.ErrSequenceOrder) || !errors.As(err, &pe) || len(pe.Failed) != 2 {
+		t.Fatalf("Publish racing a greater id of its key: %v, want ErrSequenceOrder for the 2 messages of key k", err)
+	}
+	if err := <-first; err != nil {
+		t.Fatalf("Publish of 10: %v", err)
+	}
+	if err := p.Publish(pubLogstore, pubSeqMessage("k", 11)); err != nil {
+		t.Fatalf("Publish of 11 after 10 was written: %v", err)
+	}
+	var seqs []string
+	for _, l := range pubStoredLogs(t, env.Server, pubLogstore) {
+		seqs = append(seqs, l.content("key")+l.content("seq"))
+	}
+	slices.Sort(seqs)
+	if got := strings.Join(seqs, ","); got != "j1,k10,k11" {
+		t.Fatalf("stored %s, want j1,k10,k11", got)
 	}
 }
