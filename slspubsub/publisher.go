@@ -105,10 +105,11 @@ var ErrSequenceOrder = errors.New("slspubsub: sequence ids out of order")
 //   - a wall clock that does not step back across a restart by more than
 //     the downtime.
 //
-// When a batch's first attempt is refused with InvalidSequenceId, SLS holds
-// a higher seqid that this Publisher did not send, so one of these
-// conditions is broken; the batch was not written and fails with an error
-// that says so (treating it as a duplicate would lose it).
+// With these clock-based ids, when a batch's first attempt is refused with
+// InvalidSequenceId, SLS holds a higher seqid that this Publisher did not
+// send, so one of these conditions is broken; the batch was not written
+// and fails with an error that says so (treating it as a duplicate would
+// lose it).
 //
 // # Caller sequence ids
 //
@@ -148,9 +149,9 @@ var ErrSequenceOrder = errors.New("slspubsub: sequence ids out of order")
 // Publish call fail it before anything is sent, and why a message whose id
 // is not greater than that of a message of its key still queued or in
 // flight fails with ErrSequenceOrder (two callers racing on a key; a race
-// whose first message is already written cannot be seen). Messages of one call and
-// key go one request each, one after another; the first that fails for
-// good fails the rest unsent (see Order).
+// whose first message is already written cannot be seen). Messages of one
+// call and key go one request each, one after another; the first that
+// fails for good fails the rest unsent (see Order).
 //
 // # Back-pressure and Close
 //
@@ -266,7 +267,6 @@ func (p *Publisher) prepare(topic string, msgs []*message.Message, c *call) (int
 			}
 			e.hash, e.keyed = hashKeyFor(key, p.config.HashBuckets), true
 		}
-
 		e.size = logEntrySize(&e.rec.Log)
 		if i > 0 && sameGroup(&e.rec, &c.entries[i-1].rec) {
 			e.hdr = c.entries[i-1].hdr
