@@ -17,7 +17,8 @@ import (
 const MetadataOutboxID = "outbox_id"
 
 // MetadataOrderingKey is the metadata key in which a relayed message carries its row's ordering key, when it
-// has one, so a destination can partition by it.
+// has one, so a destination can partition by it. A message of a row without an ordering key does not carry it
+// (the Relay removes it from the stored metadata).
 const MetadataOrderingKey = "outbox_ordering_key"
 
 // row is one claimed outbox row.
@@ -210,6 +211,8 @@ func (r *row) message(ctx context.Context) (*message.Message, error) {
 	md.Set(MetadataOutboxID, strconv.FormatInt(r.id, 10))
 	if r.orderingKey != nil {
 		md.Set(MetadataOrderingKey, *r.orderingKey)
+	} else {
+		delete(md, MetadataOrderingKey) // the row's key, or none: never a stale value from the stored metadata
 	}
 	msg := message.NewMessage(r.uuid, r.payload)
 	msg.Metadata = md

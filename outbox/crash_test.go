@@ -62,15 +62,20 @@ func TestCrashChild(t *testing.T) {
 		RetryInitialBackoff: 10 * time.Millisecond, RetryMaxBackoff: 100 * time.Millisecond, MaxAttempts: 1000}
 	addr := os.Getenv(envAddr)
 	switch role {
-	case "sls":
-		p, err := slspubsub.NewPublisher(slspubsub.PublisherConfig{
+	case "sls", "sls-idempotent":
+		pc := slspubsub.PublisherConfig{
 			ClientConfig: slspubsub.ClientConfig{Endpoint: addr, Project: slsProject,
 				AccessKeyID: slstest.DefaultAccessKeyID, AccessKeySecret: slstest.DefaultAccessKeySecret,
 				HTTPClient: slstest.HTTPClientFor(addr)},
 			HashKey: func(_ string, m *message.Message) (string, error) {
 				return m.Metadata.Get(outbox.MetadataOrderingKey), nil
 			},
-		}, nil)
+		}
+		if role == "sls-idempotent" {
+			// Exactly once: the row id is the seqid of the row's request, per ordering key.
+			pc.HashKey, pc.IdempotentWrites, pc.SequenceID = outbox.SequenceKey, true, outbox.SequenceID
+		}
+		p, err := slspubsub.NewPublisher(pc, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -110,25 +115,47 @@ type crashFigures struct {
 func TestCrashRelayToSLS(t *testing.T) {
 	env := testutil.SLS(t)
 	env.LogStore(t, slsProject, crashTopic, 2)
-	runCrash(t, "sls", env.Endpoint, func() []string {
-		var uuids []string
-		for shard := range 2 {
-			groups, err := env.Server.LogGroups(slsProject, crashTopic, shard)
-			if err != nil {
-				t.Fatalf("read shard %d: %v", shard, err)
-			}
-			for _, g := range groups {
-				for _, l := range g.Group.Logs {
-					for _, c := range l.Contents {
-						if c.GetKey() == "wm_uuid" {
-							uuids = append(uuids, c.GetValue())
-						}
+	runCrash(t, "sls", env.Endpoint, func() []string { return readSLS(t, env) })
+}
+
+// TestCrashRelayToSLSIdempotent is the exactly-once mode into SLS: the relays publish with idempotent writes
+// whose sequence id is the row id per ordering key (outbox.SequenceKey, outbox.SequenceID), so a row a killed
+// relay had written is refused as a duplicate when another relay sends it again: zero duplicates in the
+// logstore, nothing missing.
+func TestCrashRelayToSLSIdempotent(t *testing.T) {
+	var refused atomic.Int64
+	env := testutil.SLS(t, slstest.WithRequestObserver(func(ri slstest.RequestInfo) {
+		if ri.ErrorCode == slspubsub.CodeInvalidSequenceID {
+			refused.Add(1)
+		}
+	}))
+	env.LogStore(t, slsProject, crashTopic, 2)
+	f := runCrash(t, "sls-idempotent", env.Endpoint, func() []string { return readSLS(t, env) })
+	t.Logf("sls-idempotent: %d rows sent again were refused by SLS as duplicates (InvalidSequenceId)", refused.Load())
+	if f.duplicates != 0 {
+		t.Errorf("%d duplicates in the logstore with idempotent writes, want 0", f.duplicates)
+	}
+}
+
+// readSLS returns the UUIDs stored in crashTopic, shard by shard in order.
+func readSLS(t *testing.T, env *testutil.SLSEnv) []string {
+	var uuids []string
+	for shard := range 2 {
+		groups, err := env.Server.LogGroups(slsProject, crashTopic, shard)
+		if err != nil {
+			t.Fatalf("read shard %d: %v", shard, err)
+		}
+		for _, g := range groups {
+			for _, l := range g.Group.Logs {
+				for _, c := range l.Contents {
+					if c.GetKey() == "wm_uuid" {
+						uuids = append(uuids, c.GetValue())
 					}
 				}
 			}
 		}
-		return uuids
-	})
+	}
+	return uuids
 }
 
 func TestCrashRelayToKafka(t *testing.T) {

@@ -1,7 +1,8 @@
 // Package outbox is a transactional outbox for microservices on PostgreSQL: messages are written in the same
 // transaction as the business rows (a Publisher bound to a pgx.Tx), and a Relay publishes the committed ones
 // through any Watermill Publisher (SLS, Kafka, ...), in order per ordering key, at least once; or exactly once
-// into Kafka for read_committed readers with package outboxkafka.
+// into Kafka for read_committed readers with package outboxkafka, and exactly once into SLS with idempotent
+// writes whose sequence ids are the row ids (SequenceKey, SequenceID).
 //
 // It depends on Watermill and pgx only.
 //
@@ -97,7 +98,8 @@
 // independent and relayed in parallel.
 //
 // Crashes. The claim's locks live in the relay's transaction: when a relay dies, PostgreSQL rolls it back and
-// the rows are claimable again; a message published before the crash is published again (at least once).
+// the rows are claimable again; a message published before the crash is published again (at least once; see
+// "Exactly once into SLS" for a destination that refuses it).
 //
 // # Exactly once into Kafka
 //
@@ -110,4 +112,36 @@
 // and the PostgreSQL mark produces no duplicate for read_committed readers. A relay that never comes back
 // holds its rows until a relay is started under its name. In this mode a failing batch counts an attempt for
 // each of its rows.
+//
+// # Exactly once into SLS
+//
+// SLS refuses a write whose sequence id (seqid) is not greater than the last one it wrote for the request's
+// hash key. Configure the slspubsub Publisher with HashKey = SequenceKey (the ordering key, or for a row
+// without one a key of its own), IdempotentWrites, and SequenceID = SequenceID (the row id): each row then
+// travels in a request of its own whose seqid is its row id, and a row that was written before (by a relay
+// killed before it marked the row, or whose answer was lost) is refused as a duplicate when it is sent again,
+// which the Publisher reports as written. So the logstore holds each committed row once
+// (TestCrashRelayToSLSIdempotent: SIGKILLed relays, zero duplicates, nothing missing).
+//
+//	pub, err := slspubsub.NewPublisher(slspubsub.PublisherConfig{
+//		ClientConfig:     clientConfig,
+//		HashKey:          outbox.SequenceKey,
+//		IdempotentWrites: true,
+//		SequenceID:       outbox.SequenceID,
+//	}, logger)
+//	relay, err := outbox.NewRelay(db, outbox.RelayConfig{Publisher: pub}, logger)
+//
+// Why a refusal means written: SLS's last seqid for a key is the id of a row that was written, and every
+// earlier row of the key was written before it. Ids of a key increase in commit order (above); a relay
+// publishes a key's rows one per Publish call, one after another, and stops the key at its first failure, and
+// a key is relayed by one relay at a time, so a row is sent only after every earlier row of its key was
+// written. A row parked after MaxAttempts stops its key (Parking keeps order), so no later row is written
+// before it. A late request of a dead relay either was the first copy or is refused. Rows without an ordering
+// key are relayed in parallel, in no order, so SequenceKey gives each its own key: one sequence per row in SLS.
+//
+// What this needs from the deployment: no other writer uses sequence ids on the same hash keys of the
+// logstore (in particular no Publisher with clock-based IdempotentWrites, whose ids are far above row ids:
+// every row would be refused and reported written), the outbox table's ids are never reset (a new table, or a
+// restored backup with lower ids, must write to a fresh logstore), and SLS keeps a key's sequence for as long
+// as a row may be sent again.
 package outbox

@@ -2,6 +2,7 @@ package outbox_test
 
 import (
 	"context"
+	"fmt"
 	"log"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -53,4 +54,26 @@ func Example() {
 	if err := relay.Run(ctx); err != nil {
 		log.Fatal(err)
 	}
+}
+
+// ExampleSequenceKey shows what a destination with idempotent writes receives from a relayed message: the
+// ordering key as the key of the sequence (a key of the row's own when it has none) and the row id as the
+// sequence id. With slspubsub:
+//
+//	slspubsub.PublisherConfig{HashKey: outbox.SequenceKey, IdempotentWrites: true, SequenceID: outbox.SequenceID, ...}
+func ExampleSequenceKey() {
+	msg := message.NewMessage(watermill.NewUUID(), nil) // as the Relay builds it from row 42 of key "o-1"
+	msg.Metadata.Set(outbox.MetadataOutboxID, "42")
+	msg.Metadata.Set(outbox.MetadataOrderingKey, "o-1")
+	key, _ := outbox.SequenceKey("orders", msg)
+	id, _ := outbox.SequenceID("orders", msg)
+	fmt.Printf("key %q, sequence id %d\n", key, id)
+
+	unkeyed := message.NewMessage(watermill.NewUUID(), nil) // row 43, no ordering key
+	unkeyed.Metadata.Set(outbox.MetadataOutboxID, "43")
+	key, _ = outbox.SequenceKey("orders", unkeyed)
+	fmt.Printf("key %q\n", key)
+	// Output:
+	// key "o-1", sequence id 42
+	// key "\x00outbox_id:43"
 }

@@ -17,6 +17,8 @@ type RelayConfig struct {
 	// Publisher is the destination: every row is published to its topic through it (at-least-once), one
 	// message per Publish call; calls for different ordering keys run concurrently, so it must be safe for
 	// concurrent use, as every Watermill Publisher is. The Relay does not close it. Exactly one of Publisher and TransactionalPublisher is required.
+	// A destination with idempotent writes keyed by SequenceKey and SequenceID makes it exactly once (see the
+	// package documentation, "Exactly once into SLS").
 	Publisher message.Publisher
 
 	// TransactionalPublisher is the exactly-once destination (see TransactionalPublisher and the outboxkafka

@@ -60,6 +60,7 @@ type entry struct {
 	hdr   int // encoded size of its LogGroup's header (topic, source, tags)
 	hash  hashKey
 	keyed bool
+	seq   int64 // PublisherConfig.SequenceID's id, when it is set
 	call  *call
 	err   error // its outcome, set before call.finish
 }
@@ -71,6 +72,7 @@ type call struct {
 	entries   []entry
 	remaining atomic.Int32
 	done      chan struct{} // receives once, when remaining reaches 0
+	seqErr    error         // set (under mu) when an entry was out of sequence: the rest of the call fails too
 }
 
 var callPool = sync.Pool{New: func() any { return &call{done: make(chan struct{}, 1)} }}
@@ -82,6 +84,7 @@ func getCall(n int) *call {
 	}
 	c.entries = c.entries[:n]
 	c.remaining.Store(int32(n))
+	c.seqErr = nil
 	return c
 }
 
@@ -140,6 +143,7 @@ type lane struct {
 	limit        int      // the most batches in flight at once
 	inflight     int      // batches cut and not settled: being sent, or waiting for a retry
 	pendingBytes int      // what the pending entries add to LogGroups (counted when limit > 1)
+	lastSeq      int64    // caller sequence id of the entry enqueued last (PublisherConfig.SequenceID)
 	backoff      []*batch // batches waiting for their retry timer
 	due          []*batch // batches whose retry wait ended, sent before anything new is cut
 }
@@ -254,19 +258,26 @@ func nextSeqID() int64 {
 	}
 }
 
-// enqueue appends accepted entries to their lanes, making lanes ready
-// and starting workers for them as wantsWorker says. It refuses (false)
-// once the Publisher is closed.
-func (p *Publisher) enqueue(logstore string, entries []entry) bool {
+// enqueue appends accepted entries (of one call) to their lanes, making
+// lanes ready and starting workers for them as wantsWorker says. It
+// refuses (false) once the Publisher is closed. With caller sequence ids
+// it returns the entries it refused (see outOfSequence), which the caller
+// completes with their call's seqErr.
+func (p *Publisher) enqueue(logstore string, entries []entry) (ok bool, refused []*entry) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
-		return false
+		return false, nil
 	}
 	p.accepted.Add(int64(len(entries)))
+	sequenced := p.config.SequenceID != nil
 	var l *lane
 	for i := range entries {
 		e := &entries[i]
+		if sequenced && e.call.seqErr != nil {
+			refused = append(refused, e)
+			continue
+		}
 		key := laneKey{logstore: logstore, hash: e.hash, keyed: e.keyed}
 		if l == nil || l.key != key {
 			l = p.lanes[key]
@@ -279,6 +290,14 @@ func (p *Publisher) enqueue(logstore string, entries []entry) bool {
 				}
 				p.lanes[key] = l
 			}
+		}
+		if sequenced {
+			if err := l.outOfSequence(e); err != nil {
+				e.call.seqErr = err
+				refused = append(refused, e)
+				continue
+			}
+			l.lastSeq = e.seq
 		}
 		l.queue = append(l.queue, e)
 		if l.limit > 1 {
@@ -294,7 +313,26 @@ func (p *Publisher) enqueue(logstore string, entries []entry) bool {
 			}
 		}
 	}
-	return true
+	return true, refused
+}
+
+// outOfSequence reports, with caller sequence ids, an entry whose id is
+// not greater than that of an entry of its lane that is queued or being
+// written: two callers publishing one hash key at once, against the
+// contract (see PublisherConfig.SequenceID). Sent, it could be refused as
+// a duplicate and reported written without being written, so it fails
+// instead. It cannot see an entry already settled: the contract is the
+// caller's, this only catches the races it can. Callers hold mu.
+func (l *lane) outOfSequence(e *entry) error {
+	// A worker may touch carry outside mu only while it holds the lane,
+	// and then inflight > 0, or carry is empty (a lane kept after its
+	// batch settled).
+	unsettled := l.inflight > 0 || len(l.queue) > 0 || (l.state != laneHeld && l.head < len(l.carry))
+	if !unsettled || e.seq > l.lastSeq {
+		return nil
+	}
+	return fmt.Errorf("%w: sequence id %d is not greater than %d, queued or being written for the same hash key",
+		ErrSequenceOrder, e.seq, l.lastSeq)
 }
 
 // unkeyedLaneLimit is the most requests in flight at once for the
@@ -433,9 +471,15 @@ func (p *Publisher) cutBatch(l *lane) *batch {
 	b.lane = l
 	first := l.carry[l.head]
 	b.bytes = first.hdr
+	// With caller sequence ids a request carries one message: its seqid is
+	// that message's id, so a refusal says exactly that it was written.
+	limit := p.config.MaxBatchCount
+	if p.config.SequenceID != nil {
+		limit = 1
+	}
 	for l.head < len(l.carry) {
 		e := l.carry[l.head]
-		if len(b.entries) > 0 && (len(b.entries) == p.config.MaxBatchCount ||
+		if len(b.entries) > 0 && (len(b.entries) == limit ||
 			b.bytes+e.size > p.config.MaxBatchBytes || !sameGroup(&e.rec, &first.rec)) {
 			break
 		}
@@ -447,7 +491,10 @@ func (p *Publisher) cutBatch(l *lane) *batch {
 	if l.head == len(l.carry) {
 		l.carry, l.head = l.carry[:0], 0
 	}
-	if p.config.IdempotentWrites {
+	switch {
+	case p.config.SequenceID != nil:
+		b.seqID = first.seq
+	case p.config.IdempotentWrites:
 		b.seqID = nextSeqID()
 	}
 	b.ctx, b.cancel = context.WithTimeout(p.killCtx, p.config.RetryTimeout)
@@ -479,10 +526,19 @@ func (p *Publisher) settle(l *lane, b *batch, err error, done []*entry) (_ []*en
 	// A lane with limit 1 is held by the worker settling its batch; one
 	// with a larger limit may be held by another worker, cutting.
 	holder := l.limit == 1
-	if err != nil && p.config.IdempotentWrites && b.attempts > 1 && isInvalidSequenceID(err) {
-		// An earlier attempt of this batch was written; its answer was lost.
-		p.logger.Debug("PutLogs retry answered InvalidSequenceId: the batch was already written", p.batchFields(b, err))
-		err = nil
+	if err != nil && p.config.IdempotentWrites && isInvalidSequenceID(err) {
+		switch {
+		case p.config.SequenceID != nil:
+			// The caller's sequence: this message, or one after it, was
+			// written (by an earlier attempt, call or process), and the
+			// contract says nothing after it is sent before it is written.
+			p.logger.Debug("PutLogs answered InvalidSequenceId: the message was already written", p.batchFields(b, err))
+			err = nil
+		case b.attempts > 1:
+			// An earlier attempt of this batch was written; its answer was lost.
+			p.logger.Debug("PutLogs retry answered InvalidSequenceId: the batch was already written", p.batchFields(b, err))
+			err = nil
+		}
 	}
 	if err != nil {
 		if wait, ok := p.retryAfter(b, err); ok {

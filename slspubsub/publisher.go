@@ -19,6 +19,13 @@ var _ message.Publisher = (*Publisher)(nil)
 // the failure of messages Close could not write in time.
 var ErrPublisherClosed = errors.New("slspubsub: publisher closed")
 
+// ErrSequenceOrder is the cause of the failure of a message whose caller
+// sequence id (PublisherConfig.SequenceID) is not greater than that of a
+// message of the same hash key published before it and not yet written:
+// the messages of a key must be published one after another. The rest of
+// its Publish call fails with it, unsent.
+var ErrSequenceOrder = errors.New("slspubsub: sequence ids out of order")
+
 // Publisher writes Watermill messages to SLS logstores: the topic of
 // Publish is the logstore name; the project, endpoint and credentials come
 // from the config. Its Marshaler turns each message into a log
@@ -98,10 +105,53 @@ var ErrPublisherClosed = errors.New("slspubsub: publisher closed")
 //   - a wall clock that does not step back across a restart by more than
 //     the downtime.
 //
-// When a batch's first attempt is refused with InvalidSequenceId, SLS holds
-// a higher seqid that this Publisher did not send, so one of these
-// conditions is broken; the batch was not written and fails with an error
-// that says so (treating it as a duplicate would lose it).
+// With these clock-based ids, when a batch's first attempt is refused with
+// InvalidSequenceId, SLS holds a higher seqid that this Publisher did not
+// send, so one of these conditions is broken; the batch was not written
+// and fails with an error that says so (treating it as a duplicate would
+// lose it).
+//
+// # Caller sequence ids
+//
+// Clock-based ids recognise the retries of one Publisher, not a message
+// that a restarted process sends again because it never learnt that the
+// first send succeeded (an outbox relay killed between the write and
+// marking the row). With PublisherConfig.SequenceID the caller supplies the
+// ids: each message has its own, increasing along the order in which the
+// messages of a hash key are to be written (outbox row ids, with the
+// ordering key as the hash key: see package outbox, SequenceKey and
+// SequenceID). Each request then carries exactly one message with its id as
+// seqid, and a request refused with InvalidSequenceId, on any attempt,
+// counts as written.
+//
+// That is exact (every message written once, none reported written that
+// was not) when, for every hash key of a logstore:
+//   - ids are assigned in write order and never reused for another
+//     message: a message created later has a greater id;
+//   - a message is sent only after every message of its key with a
+//     smaller id was written (its Publish returned nil), or will never be
+//     sent. One caller per key that publishes a key's messages one after
+//     another and stops the key at its first failure does this, whatever
+//     the number of processes taking turns, and even when a stale request
+//     of a dead process arrives late (it is refused, or is the only copy);
+//   - nothing else writes the key with sequence ids (no clock-based
+//     IdempotentWrites Publisher: its ids, nanoseconds since 1970, are
+//     above any row id, and would make every later message look written);
+//   - SLS still holds the key's last sequence id when a message is sent
+//     again.
+//
+// Then SLS's last id for a key is the id of a written message, and every
+// message of the key with a smaller or equal id is written: a refused
+// message was written, an accepted one was not written before. A message
+// published out of order (a smaller id after a greater one was written)
+// would be refused and reported written without being written: this is why
+// the second condition matters, why ids that do not increase within a
+// Publish call fail it before anything is sent, and why a message whose id
+// is not greater than that of a message of its key still queued or in
+// flight fails with ErrSequenceOrder (two callers racing on a key; a race
+// whose first message is already written cannot be seen). Messages of one
+// call and key go one request each, one after another; the first that
+// fails for good fails the rest unsent (see Order).
 //
 // # Back-pressure and Close
 //
@@ -229,7 +279,42 @@ func (p *Publisher) prepare(topic string, msgs []*message.Message, c *call) (int
 		}
 		total += p.budget.clamp(e.size)
 	}
+	if p.config.SequenceID != nil {
+		if err := p.sequences(topic, msgs, c); err != nil {
+			return 0, err
+		}
+	}
 	return total, nil
+}
+
+// sequences sets the entries' caller sequence ids
+// (PublisherConfig.SequenceID) and checks them: not negative, and
+// strictly increasing among the call's messages of one hash key.
+func (p *Publisher) sequences(topic string, msgs []*message.Message, c *call) error {
+	var last map[hashKey]int // hash key -> index of its latest message, for calls of several
+	if len(msgs) > 1 {
+		last = make(map[hashKey]int)
+	}
+	for i, msg := range msgs {
+		e := &c.entries[i]
+		seq, err := p.config.SequenceID(topic, msg)
+		if err != nil {
+			return fmt.Errorf("slspubsub: SequenceID of message %s: %w", msg.UUID, err)
+		}
+		if seq < 0 {
+			return fmt.Errorf("slspubsub: SequenceID of message %s is %d: sequence ids are not negative", msg.UUID, seq)
+		}
+		e.seq = seq
+		if last == nil {
+			continue
+		}
+		if j, ok := last[e.hash]; ok && c.entries[j].seq >= seq {
+			return fmt.Errorf("slspubsub: SequenceID of message %s is %d, not greater than %d of message %s before it "+
+				"in the call with the same hash key: SLS would take it for a duplicate", msg.UUID, seq, c.entries[j].seq, msgs[j].UUID)
+		}
+		last[e.hash] = i
+	}
+	return nil
 }
 
 // admit takes buffer space for c's entries and hands them to their lanes,
@@ -238,10 +323,12 @@ func (p *Publisher) prepare(topic string, msgs []*message.Message, c *call) (int
 func (p *Publisher) admit(topic string, msgs []*message.Message, c *call, total int) {
 	entries := c.entries
 	if p.budget.tryAcquire(total) {
-		if !p.enqueue(topic, entries) {
+		ok, refused := p.enqueue(topic, entries)
+		if !ok {
 			p.budget.release(total)
 			p.reject(entries, ErrPublisherClosed)
 		}
+		p.complete(refused, c.seqErr)
 		return
 	}
 	for i := 0; i < len(entries); {
@@ -261,11 +348,13 @@ func (p *Publisher) admit(topic string, msgs []*message.Message, c *call, total 
 			}
 			held, j = n, i+1
 		}
-		if !p.enqueue(topic, entries[i:j]) {
+		ok, refused := p.enqueue(topic, entries[i:j])
+		if !ok {
 			p.budget.release(held)
 			p.reject(entries[i:], ErrPublisherClosed)
 			return
 		}
+		p.complete(refused, c.seqErr)
 		i = j
 	}
 }

@@ -104,6 +104,26 @@ type PublisherConfig struct {
 	// time per hash key). Requires HashKey. Default: false.
 	IdempotentWrites bool
 
+	// SequenceID, with IdempotentWrites, makes the sequence id of each
+	// request the caller's own instead of the Publisher's clock: a
+	// message's position in a sequence that the caller keeps per hash key,
+	// such as a transactional outbox's row id (outbox.SequenceID). Then a
+	// message sent again by another process, after a crash, is refused by
+	// SLS as a duplicate, where clock-based ids only recognise the retries
+	// of one Publisher. See "Caller sequence ids" in the Publisher
+	// documentation for the contract it relies on.
+	//
+	// Each request then carries one message, sent with its SequenceID; a
+	// request refused with InvalidSequenceId counts as written. Within a
+	// Publish call the ids of the messages of one hash key must be strictly
+	// increasing, and not negative; otherwise, or when SequenceID returns an
+	// error, the call fails before anything is sent.
+	//
+	// Requires IdempotentWrites and HashKey, and HashBuckets 0 (each key its
+	// own hash key: the ids of two keys are unrelated). Default: nil, the
+	// Publisher's clock-based ids.
+	SequenceID func(logstore string, msg *message.Message) (int64, error)
+
 	// CloseTimeout bounds how long Close waits for accepted messages to be
 	// written; what is left then fails. Default: 30 s.
 	CloseTimeout time.Duration
@@ -181,6 +201,17 @@ func (c PublisherConfig) Validate() error {
 	}
 	if c.IdempotentWrites && c.HashKey == nil {
 		bad("IdempotentWrites", "requires HashKey: SLS keeps sequence ids per hash key")
+	}
+	if c.SequenceID != nil {
+		if !c.IdempotentWrites {
+			bad("SequenceID", "requires IdempotentWrites")
+		}
+		if c.HashKey == nil {
+			bad("SequenceID", "requires HashKey: SLS keeps sequence ids per hash key")
+		}
+		if c.HashBuckets != 0 {
+			bad("SequenceID", "requires HashBuckets 0: keys sharing a bucket would share one sequence")
+		}
 	}
 	if c.CloseTimeout < 0 {
 		bad("CloseTimeout", "%v is negative", c.CloseTimeout)

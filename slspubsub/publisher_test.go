@@ -412,6 +412,7 @@ func TestPublisherConfigValidation(t *testing.T) {
 		}}
 	}
 	key := func(string, *message.Message) (string, error) { return "", nil }
+	seq := func(string, *message.Message) (int64, error) { return 0, nil }
 	cases := []struct {
 		name   string
 		modify func(*slspubsub.PublisherConfig)
@@ -442,6 +443,18 @@ func TestPublisherConfigValidation(t *testing.T) {
 		}, []string{"RetryMaxBackoff"}},
 		{"retry timeout negative", func(c *slspubsub.PublisherConfig) { c.RetryTimeout = -1 }, []string{"RetryTimeout"}},
 		{"idempotent without key", func(c *slspubsub.PublisherConfig) { c.IdempotentWrites = true }, []string{"IdempotentWrites"}},
+		{"sequence id", func(c *slspubsub.PublisherConfig) {
+			c.HashKey, c.IdempotentWrites, c.SequenceID = key, true, seq
+		}, nil},
+		{"sequence id without idempotent writes", func(c *slspubsub.PublisherConfig) {
+			c.HashKey, c.SequenceID = key, seq
+		}, []string{"SequenceID: requires IdempotentWrites"}},
+		{"sequence id without key", func(c *slspubsub.PublisherConfig) {
+			c.IdempotentWrites, c.SequenceID = true, seq
+		}, []string{"SequenceID: requires HashKey"}},
+		{"sequence id with buckets", func(c *slspubsub.PublisherConfig) {
+			c.HashKey, c.HashBuckets, c.IdempotentWrites, c.SequenceID = key, 16, true, seq
+		}, []string{"SequenceID: requires HashBuckets 0"}},
 		{"close timeout negative", func(c *slspubsub.PublisherConfig) { c.CloseTimeout = -1 }, []string{"CloseTimeout"}},
 		{"v4 without region", func(c *slspubsub.PublisherConfig) { c.AuthVersion = sls.AuthV4 }, []string{"Region"}},
 		{"everything at once", func(c *slspubsub.PublisherConfig) {
