@@ -693,3 +693,64 @@ func TestSubscriberHeartbeatsWhileClosing(t *testing.T) {
 		t.Fatalf("checkpoints %+v (%v), want the cursor after the group (%s)", cps, err, cursorFromInt64(b+1))
 	}
 }
+
+// TestSubscriberConsumerGroupHeartbeatFaults runs two members of a group
+// while logs are produced and heartbeats fail (30 %), are slow (30 %, up
+// to 3 intervals) and, for a while, all fail: the group is never stuck
+// (every log is consumed) and no two members fetch a shard together for
+// longer than one heartbeat interval.
+func TestSubscriberConsumerGroupHeartbeatFaults(t *testing.T) {
+	pulls := &rbPulls{events: map[int][]rbPull{}}
+	opts := []slstest.Option{slstest.WithSeed(11), slstest.WithRequestObserver(pulls.observe),
+		slstest.WithAccount(slstest.Account{AccessKeyID: slstest.DefaultAccessKeyID, AccessKeySecret: slstest.DefaultAccessKeySecret})}
+	for _, name := range []string{"c1", "c2"} {
+		opts = append(opts, slstest.WithAccount(slstest.Account{AccessKeyID: name, AccessKeySecret: name + "-secret"}))
+	}
+	env := testutil.SLS(t, opts...)
+	env.LogStore(t, testProject, testLogstore, 4)
+	env.Server.InjectFault(slstest.Fault{Op: slstest.OpHeartBeat, Probability: 0.3, Status: 500, Code: "InternalServerError"})
+	env.Server.InjectFault(slstest.Fault{Op: slstest.OpHeartBeat, Probability: 0.3, Latency: 300 * time.Millisecond})
+
+	r := newReceived()
+	for _, name := range []string{"c1", "c2"} {
+		s := stSubscriber(t, env, func(c *SubscriberConfig) {
+			fastGroup(name)(c)
+			c.AccessKeyID, c.AccessKeySecret = name, name+"-secret"
+		})
+		ch, err := s.Subscribe(context.Background(), testLogstore)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.consume(t, name, ch)
+	}
+	pub, err := NewPublisher(PublisherConfig{ClientConfig: testConfig(env)}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	produced := 0
+	rounds := testutil.SoakOr(30, 150)
+	for round := range rounds {
+		if round == rounds/3 { // an outage: every heartbeat fails for a while
+			remove := env.Server.InjectFault(slstest.ErrorFault(slstest.OpHeartBeat, 503, "ServerBusy"))
+			time.AfterFunc(1500*time.Millisecond, func() { remove() })
+		}
+		var batch []*message.Message
+		for range 50 {
+			batch = append(batch, message.NewMessage(fmt.Sprintf("m-%06d", produced), []byte("x")))
+			produced++
+		}
+		if err := pub.Publish(testLogstore, batch...); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond) // a steady stream, not a burst
+	}
+	testutil.Poll(t, 60*time.Second, "every log consumed", func() (bool, string) {
+		return r.distinct() == produced, fmt.Sprintf("%d of %d", r.distinct(), produced)
+	})
+	overlap, where := pulls.maxOverlap(300 * time.Millisecond)
+	t.Logf("%d logs consumed by 2 members under heartbeat faults; longest overlapping fetch %v %s", produced, overlap, where)
+	if overlap > 100*time.Millisecond {
+		t.Errorf("two members fetched a shard together for %v, more than one heartbeat interval: %s", overlap, where)
+	}
+}

@@ -95,8 +95,13 @@ func (s *Subscriber) newSubscription(ctx context.Context, topic string) (*subscr
 		}
 	}
 	if sub.mode == AssignConsumerGroup {
+		// A refusal (a missing permission) fails Subscribe; a passing
+		// failure is retried by the heartbeat loop.
 		if err := sub.heartbeat(ctx); err != nil {
-			return nil, err
+			if !IsRetryable(err) || ctx.Err() != nil {
+				return nil, err
+			}
+			sub.logBeatFailure(err)
 		}
 	}
 	// The shards startable now are opened here, so that an unreadable
