@@ -223,8 +223,14 @@ func (p *TransactionalPublisher) readProgress(ctx context.Context, markerOffset 
 			return nil, fmt.Errorf("outboxkafka: read progress topic %s: %w", p.config.ProgressTopic, err)
 		case m := <-pc.Messages():
 			var rec progressRecord
-			if err := json.Unmarshal(m.Value, &rec); err != nil || rec.Relay != p.config.RelayName {
-				continue // another relay's record, or not ours to read
+			if err := json.Unmarshal(m.Value, &rec); err != nil {
+				// Only relays write here; anything else means the topic is
+				// shared or damaged, and recovering from it could lose rows.
+				return nil, fmt.Errorf("outboxkafka: progress topic %s offset %d holds no progress record: %w",
+					p.config.ProgressTopic, m.Offset, err)
+			}
+			if rec.Relay != p.config.RelayName {
+				continue // another relay's record
 			}
 			if rec.Recover == nonce {
 				return ids, nil
