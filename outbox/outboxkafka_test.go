@@ -5,12 +5,15 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/IBM/sarama"
 	"github.com/ThreeDotsLabs/watermill-kafka/v3/pkg/kafka"
 	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/watermill-sls/watermill-sls/internal/testutil"
 	"github.com/watermill-sls/watermill-sls/outbox"
@@ -204,5 +207,29 @@ func TestKafkaTransactionalBadRowParksAlone(t *testing.T) {
 	slices.Sort(got)
 	if fmt.Sprint(got) != "[good-1 good-2]" {
 		t.Errorf("read_committed reader got %v, want [good-1 good-2]", got)
+	}
+}
+
+// A progress topic holding a record no relay wrote stops recovery with an
+// error naming it, rather than being read past.
+func TestKafkaTransactionalRecoverRefusesForeignRecords(t *testing.T) {
+	ctx := context.Background()
+	brokers := testutil.Kafka(t, outboxkafka.DefaultProgressTopic)
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	rec := &kgo.Record{Topic: outboxkafka.DefaultProgressTopic, Partition: 0, Key: []byte("r"), Value: []byte("not a progress record")}
+	if err := cl.ProduceSync(ctx, rec).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	tp, err := outboxkafka.NewTransactionalPublisher(outboxkafka.Config{Brokers: brokers, RelayName: "r"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tp.Close()
+	if _, err := tp.Recover(ctx); err == nil || !strings.Contains(err.Error(), "offset 0 holds no progress record") {
+		t.Fatalf("Recover = %v, want the foreign record at offset 0 named", err)
 	}
 }
