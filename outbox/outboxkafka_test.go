@@ -12,7 +12,6 @@ import (
 	"github.com/IBM/sarama"
 	"github.com/ThreeDotsLabs/watermill-kafka/v3/pkg/kafka"
 	"github.com/ThreeDotsLabs/watermill/message"
-
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/watermill-sls/watermill-sls/internal/testutil"
