@@ -24,8 +24,9 @@ type delivery struct {
 	st       *shardState
 	results  chan ackResult // capacity MaxInFlight: watchers never block
 	inFlight int
-	watchers sync.WaitGroup // one per in-flight message
-	failed   bool           // stopped on a log it could not unmarshal
+	watchers sync.WaitGroup  // one per in-flight message
+	failed   bool            // stopped on a log it could not unmarshal
+	wm       *shardWatermark // nil without WatermarkConfig
 }
 
 // run delivers batches in order until they end (and every message is
@@ -89,6 +90,9 @@ func (d *delivery) deliverBatch(ctx context.Context, b fetchedBatch) bool {
 				msg = unmarshalForeign(in)
 				msg.Metadata.Set(MetadataUnmarshalError, err.Error())
 			}
+			if d.wm != nil {
+				d.wm.observe(d, msg, in.Log, pos)
+			}
 			if !d.send(ctx, msg, pos) {
 				return false
 			}
@@ -114,6 +118,9 @@ func (d *delivery) send(ctx context.Context, msg *message.Message, pos Position)
 		msgCtx := newMsgContext(ctx)
 		cancel := msgCtx.end
 		msg.SetContext(msgCtx)
+		if d.wm != nil {
+			d.wm.stamp(msg)
+		}
 		select {
 		case d.sub.out <- msg:
 		case <-ctx.Done():
