@@ -158,3 +158,184 @@ func TestSubscriberWatermarkStampsMessages(t *testing.T) {
 		t.Error("watermark reported after Close")
 	}
 }
+
+// Sizes of the skew tests: 8 shards over span of event time; shards 0 and
+// 1 hold skewDense logs per event second, the others one.
+const (
+	skewShards   = 8
+	skewDense    = 10
+	skewPerGroup = 5
+	skewFetch    = 2 // LogGroups per PullLogs
+	skewMaxDrift = 30 * time.Second
+)
+
+// skewBatchSpan is the event-time span one fetched answer can add to a
+// sparse shard's watermark: skewFetch groups of skewPerGroup logs, one
+// second apart.
+const skewBatchSpan = skewFetch * skewPerGroup * time.Second
+
+// writeSkewed fills an 8-shard logstore: every shard covers the same span
+// of event time from wmBase; shards 0 and 1 with 10x the logs. It returns
+// the number of logs written.
+func writeSkewed(t testing.TB, env *testutil.SLSEnv, logstore string, span time.Duration, payload func(shard, i int) string) int {
+	t.Helper()
+	total := 0
+	for shard := range skewShards {
+		step := time.Second
+		if shard < 2 {
+			step = time.Second / skewDense
+		}
+		n := int(span / step)
+		var p func(int) string
+		if payload != nil {
+			p = func(i int) string { return payload(shard, i) }
+		}
+		wmWrite(t, env, logstore, shard, fmt.Sprintf("%s-s%d", logstore, shard), wmTimes(0, step, n), skewPerGroup, p)
+		total += n
+	}
+	return total
+}
+
+// spreadSampler measures, continuously, the spread between the highest
+// and the lowest watermark of the shards that hold a subscription's
+// watermark (active or paused, with a watermark).
+type spreadSampler struct {
+	max     time.Duration
+	samples int
+	where   string
+}
+
+func (sp *spreadSampler) sample(statuses []watermark.ShardStatus) {
+	var lo, hi time.Time
+	n := 0
+	for _, st := range statuses {
+		if !st.HasWatermark || (st.State != watermark.ShardActive && st.State != watermark.ShardPaused) {
+			continue
+		}
+		if n == 0 || st.Watermark.Before(lo) {
+			lo = st.Watermark
+		}
+		if n == 0 || st.Watermark.After(hi) {
+			hi = st.Watermark
+		}
+		n++
+	}
+	if n < 2 {
+		return
+	}
+	sp.samples++
+	if d := hi.Sub(lo); d > sp.max {
+		sp.max = d
+		sp.where = fmt.Sprintf("%+v", statuses)
+	}
+}
+
+// sampleWhile samples statuses() every 200 µs until done closes.
+func (sp *spreadSampler) sampleWhile(done <-chan struct{}, statuses func() []watermark.ShardStatus) {
+	tick := time.NewTicker(200 * time.Microsecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-tick.C:
+			sp.sample(statuses())
+		}
+	}
+}
+
+// skewSubscriber subscribes to logstore with watermarks (aligned in group
+// when coord is set) and fast pacing.
+func skewSubscriber(t *testing.T, env *testutil.SLSEnv, name string, coord watermark.Coordinator) *Subscriber {
+	return stSubscriber(t, env, func(c *SubscriberConfig) {
+		c.ConsumerName = name
+		c.FetchCount = skewFetch
+		c.Watermark = &WatermarkConfig{Strategy: watermark.Strategy{IdleTimeout: 5 * time.Second}}
+		if coord != nil {
+			c.Watermark.Alignment = &AlignmentConfig{Group: "skew", MaxDrift: skewMaxDrift, Coordinator: coord}
+		}
+	})
+}
+
+// consumeAll receives from ch, acking, until want distinct messages came,
+// and returns them by UUID.
+func consumeAll(t *testing.T, ch <-chan *message.Message, want int, handle func(*message.Message)) map[string]int {
+	t.Helper()
+	got := map[string]int{}
+	timeout := time.After(testutil.SoakOr(2*time.Minute, 20*time.Minute))
+	for len(got) < want {
+		select {
+		case m, ok := <-ch:
+			if !ok {
+				t.Fatalf("channel closed after %d of %d messages", len(got), want)
+			}
+			got[m.UUID]++
+			if handle != nil {
+				handle(m)
+			}
+			m.Ack()
+		case <-timeout:
+			t.Fatalf("received %d of %d messages", len(got), want)
+		}
+	}
+	return got
+}
+
+// TestSubscriberWatermarkAlignmentSkew is issue 5's skew case: a logstore
+// with 8 shards where 2 shards hold 10x the logs for the same event-time
+// span, read from the beginning with MaxDrift 30 s. Sampled continuously,
+// the spread between the fastest and the slowest shard's watermark never
+// exceeds MaxDrift plus one fetched answer's event-time span, and every log
+// is delivered. The same data read without alignment shows the spread the
+// alignment prevents.
+func TestSubscriberWatermarkAlignmentSkew(t *testing.T) {
+	env := testutil.SLS(t)
+	env.LogStore(t, testProject, testLogstore, skewShards)
+	span := testutil.SoakOr(300*time.Second, 3000*time.Second)
+	total := writeSkewed(t, env, testLogstore, span, nil)
+	bound := skewMaxDrift + skewBatchSpan
+
+	run := func(aligned bool) (spreadSampler, watermark.AlignerStats) {
+		var coord watermark.Coordinator
+		if aligned {
+			coord = watermark.NewInProcessCoordinator()
+		}
+		s := skewSubscriber(t, env, fmt.Sprintf("aligned-%v", aligned), coord)
+		ch, err := s.Subscribe(context.Background(), testLogstore)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var sp spreadSampler
+		done, sampled := make(chan struct{}), make(chan struct{})
+		go func() {
+			defer close(sampled)
+			sp.sampleWhile(done, func() []watermark.ShardStatus { return s.ShardWatermarkStatus(testLogstore) })
+		}()
+		got := consumeAll(t, ch, total, nil)
+		close(done)
+		<-sampled
+		for id, n := range got {
+			if n != 1 {
+				t.Errorf("aligned=%v: %s delivered %d times", aligned, id, n)
+			}
+		}
+		stats, _ := s.AlignmentStats(testLogstore)
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		return sp, stats
+	}
+	al, stats := run(true)
+	free, _ := run(false)
+	t.Logf("%d logs over %v of event time on %d shards (2 with %dx the logs): max watermark spread aligned %v (bound %v = MaxDrift %v + one answer %v, %d samples, %d blocked fetches), unaligned %v (%d samples)",
+		total, span, skewShards, skewDense, al.max, bound, skewMaxDrift, skewBatchSpan, al.samples, stats.Blocks, free.max, free.samples)
+	if al.max > bound {
+		t.Errorf("aligned spread %v exceeds %v at %s", al.max, bound, al.where)
+	}
+	if al.samples == 0 || stats.Blocks == 0 {
+		t.Errorf("alignment not exercised: %d samples, %d blocked fetches", al.samples, stats.Blocks)
+	}
+	if free.max <= bound {
+		t.Errorf("without alignment the spread %v stayed within %v: the data does not show skew", free.max, bound)
+	}
+}
