@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -246,28 +247,27 @@ func (sp *spreadSampler) sampleWhile(done <-chan struct{}, statuses func() []wat
 
 // skewSubscriber subscribes to logstore with watermarks (aligned in group
 // when coord is set) and fast pacing.
-func skewSubscriber(t *testing.T, env *testutil.SLSEnv, name string, coord watermark.Coordinator) *Subscriber {
+func skewSubscriber(t *testing.T, env *testutil.SLSEnv, name, group string, coord watermark.Coordinator) *Subscriber {
 	return stSubscriber(t, env, func(c *SubscriberConfig) {
 		c.ConsumerName = name
 		c.FetchCount = skewFetch
 		c.Watermark = &WatermarkConfig{Strategy: watermark.Strategy{IdleTimeout: 5 * time.Second}}
 		if coord != nil {
-			c.Watermark.Alignment = &AlignmentConfig{Group: "skew", MaxDrift: skewMaxDrift, Coordinator: coord}
+			c.Watermark.Alignment = &AlignmentConfig{Group: group, MaxDrift: skewMaxDrift, Coordinator: coord}
 		}
 	})
 }
 
 // consumeAll receives from ch, acking, until want distinct messages came,
-// and returns them by UUID.
-func consumeAll(t *testing.T, ch <-chan *message.Message, want int, handle func(*message.Message)) map[string]int {
-	t.Helper()
+// and returns them by UUID; it may run on any goroutine.
+func consumeAll(ch <-chan *message.Message, want int, handle func(*message.Message)) (map[string]int, error) {
 	got := map[string]int{}
 	timeout := time.After(testutil.SoakOr(2*time.Minute, 20*time.Minute))
 	for len(got) < want {
 		select {
 		case m, ok := <-ch:
 			if !ok {
-				t.Fatalf("channel closed after %d of %d messages", len(got), want)
+				return got, fmt.Errorf("channel closed after %d of %d messages", len(got), want)
 			}
 			got[m.UUID]++
 			if handle != nil {
@@ -275,10 +275,10 @@ func consumeAll(t *testing.T, ch <-chan *message.Message, want int, handle func(
 			}
 			m.Ack()
 		case <-timeout:
-			t.Fatalf("received %d of %d messages", len(got), want)
+			return got, fmt.Errorf("received %d of %d messages", len(got), want)
 		}
 	}
-	return got
+	return got, nil
 }
 
 // TestSubscriberWatermarkAlignmentSkew is issue 5's skew case: a logstore
@@ -300,7 +300,7 @@ func TestSubscriberWatermarkAlignmentSkew(t *testing.T) {
 		if aligned {
 			coord = watermark.NewInProcessCoordinator()
 		}
-		s := skewSubscriber(t, env, fmt.Sprintf("aligned-%v", aligned), coord)
+		s := skewSubscriber(t, env, fmt.Sprintf("aligned-%v", aligned), "skew", coord)
 		ch, err := s.Subscribe(context.Background(), testLogstore)
 		if err != nil {
 			t.Fatal(err)
@@ -311,9 +311,12 @@ func TestSubscriberWatermarkAlignmentSkew(t *testing.T) {
 			defer close(sampled)
 			sp.sampleWhile(done, func() []watermark.ShardStatus { return s.ShardWatermarkStatus(testLogstore) })
 		}()
-		got := consumeAll(t, ch, total, nil)
+		got, err := consumeAll(ch, total, nil)
 		close(done)
 		<-sampled
+		if err != nil {
+			t.Fatalf("aligned=%v: %v", aligned, err)
+		}
 		for id, n := range got {
 			if n != 1 {
 				t.Errorf("aligned=%v: %s delivered %d times", aligned, id, n)
@@ -338,4 +341,134 @@ func TestSubscriberWatermarkAlignmentSkew(t *testing.T) {
 	if free.max <= bound {
 		t.Errorf("without alignment the spread %v stayed within %v: the data does not show skew", free.max, bound)
 	}
+}
+
+// joinResult is what one run of the join test found.
+type joinResult struct {
+	orders, matched, late int
+}
+
+// TestSubscriberWatermarkAlignedJoin is the users' problem: orders and
+// payments, two logstores of 4 shards each, joined by order id in
+// one-minute event-time windows. Two payment shards carry 10x the logs
+// (other payment events), so the payments stream advances slowly in event
+// time while the orders stream races ahead. The join advances its windows
+// with the watermark every message carries (as watermark.Windows tells a
+// handler to), so the faster stream's watermark fires windows before the
+// slower stream's events for them came, unless the two Subscribers are
+// aligned in one group: then, with AllowedLateness of MaxDrift plus one
+// answer's span, no match is lost. Without alignment the same data loses
+// matches.
+func TestSubscriberWatermarkAlignedJoin(t *testing.T) {
+	span := testutil.SoakOr(300*time.Second, 3000*time.Second)
+	aligned := runJoin(t, span, true)
+	free := runJoin(t, span, false)
+	t.Logf("%d orders over %v of event time: join matches lost with alignment %d (%d late events), without alignment %d (%d late events)",
+		aligned.orders, span, aligned.orders-aligned.matched, aligned.late, free.orders-free.matched, free.late)
+	if aligned.matched != aligned.orders || aligned.late != 0 {
+		t.Errorf("aligned: %d of %d orders matched, %d late events; want all matched, none late", aligned.matched, aligned.orders, aligned.late)
+	}
+	if free.matched >= free.orders {
+		t.Errorf("without alignment every order matched (%d): the data does not show the loss alignment prevents", free.matched)
+	}
+}
+
+func runJoin(t *testing.T, span time.Duration, aligned bool) joinResult {
+	const (
+		shards = 4
+		orders = "orders"
+		pays   = "payments"
+	)
+	env := testutil.SLS(t)
+	env.LogStore(t, testProject, orders, shards)
+	env.LogStore(t, testProject, pays, shards)
+	n := int(span / time.Second) // orders per shard, one per second
+	total := 0
+	for shard := range shards {
+		offset := time.Duration(shard) * 250 * time.Millisecond
+		id := func(i int) string { return fmt.Sprintf("o%d-%d", shard, i) }
+		wmWrite(t, env, orders, shard, fmt.Sprintf("order%d", shard), wmTimes(offset, time.Second, n), skewPerGroup,
+			func(i int) string { return "order|" + id(i) })
+		total += n
+		if shard >= 2 {
+			wmWrite(t, env, pays, shard, fmt.Sprintf("pay%d", shard), wmTimes(offset, time.Second, n), skewPerGroup,
+				func(i int) string { return "pay|" + id(i) })
+			continue
+		}
+		// 10x: each payment is followed by 9 other events in its second.
+		wmWrite(t, env, pays, shard, fmt.Sprintf("pay%d", shard), wmTimes(offset, time.Second/skewDense, n*skewDense), skewPerGroup,
+			func(i int) string {
+				if i%skewDense != 0 {
+					return "other"
+				}
+				return "pay|" + id(i/skewDense)
+			})
+	}
+	payLogs := 2*n + 2*n*skewDense
+
+	var coord watermark.Coordinator
+	if aligned {
+		coord = watermark.NewInProcessCoordinator()
+	}
+	join, err := watermark.NewWindows[string, byte, byte](watermark.WindowConfig{
+		Size: time.Minute, AllowedLateness: skewMaxDrift + skewBatchSpan,
+	}, func(acc, side byte) byte { return acc | side })
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	res := joinResult{orders: total}
+	fired := func(rs []watermark.WindowResult[string, byte]) {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, r := range rs {
+			if r.Value == 3 {
+				res.matched++
+			}
+		}
+	}
+	handle := func(m *message.Message) {
+		side, id, _ := strings.Cut(string(m.Payload), "|")
+		f, err := LogFieldsFromMessage(m)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		switch side {
+		case "order":
+			if join.Add(id, f.Time, 1) {
+				mu.Lock()
+				res.late++
+				mu.Unlock()
+			}
+		case "pay":
+			if join.Add(id, f.Time, 2) {
+				mu.Lock()
+				res.late++
+				mu.Unlock()
+			}
+		}
+		fired(join.AdvanceFromMessage(m))
+	}
+	var wg sync.WaitGroup
+	for _, topic := range []struct {
+		name string
+		logs int
+	}{{orders, total}, {pays, payLogs}} {
+		s := skewSubscriber(t, env, topic.name, "join", coord)
+		ch, err := s.Subscribe(context.Background(), topic.name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := consumeAll(ch, topic.logs, handle); err != nil {
+				t.Errorf("%s: %v", topic.name, err)
+			}
+		}()
+	}
+	wg.Wait()
+	fired(join.Flush())
+	return res
 }
