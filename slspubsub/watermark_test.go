@@ -472,3 +472,160 @@ func runJoin(t *testing.T, span time.Duration, aligned bool) joinResult {
 	fired(join.Flush())
 	return res
 }
+
+// TestSubscriberWatermarkSplitDuringAlignment splits a shard while
+// alignment pauses it (it is far ahead of the dense shard): the paused
+// parent still drains, is read to its end once the group catches up, and
+// finishes; its children start at its final watermark and are read; the
+// spread stays within MaxDrift plus one answer's span all along and every
+// log is delivered exactly once.
+func TestSubscriberWatermarkSplitDuringAlignment(t *testing.T) {
+	env := testutil.SLS(t)
+	env.LogStore(t, testProject, testLogstore, 2)
+	const parentSpan = 200 * time.Second
+	// Shard 0: dense; shard 1: sparse, ahead by alignment soon.
+	wmWrite(t, env, testLogstore, 0, "dense", wmTimes(0, time.Second/skewDense, int(parentSpan/time.Second)*skewDense), skewPerGroup, nil)
+	wmWrite(t, env, testLogstore, 1, "sparse", wmTimes(0, time.Second, int(parentSpan/time.Second)), skewPerGroup, nil)
+	total := int(parentSpan/time.Second)*(skewDense+1) + 2*60
+
+	coord := watermark.NewInProcessCoordinator()
+	s := stSubscriber(t, env, func(c *SubscriberConfig) {
+		c.FetchCount = skewFetch
+		c.RediscoveryInterval = 20 * time.Millisecond
+		c.Watermark = &WatermarkConfig{
+			// The dense shard ends 60 s of event time before the children:
+			// they wait until it is idle.
+			Strategy:  watermark.Strategy{IdleTimeout: 2 * time.Second},
+			Alignment: &AlignmentConfig{Group: "split", MaxDrift: skewMaxDrift, Coordinator: coord},
+		}
+	})
+	ch, err := s.Subscribe(context.Background(), testLogstore)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		mu  sync.Mutex
+		got = map[string]int{}
+	)
+	var sp spreadSampler
+	consumed := make(chan error, 1)
+	gate := make(chan struct{}) // closed after the split: until then the consumer stalls after 300 logs
+	go func() {
+		n := 0
+		_, err := consumeAll(ch, total, func(m *message.Message) {
+			n++
+			if n == 300 {
+				<-gate
+			}
+			mu.Lock()
+			got[m.UUID]++
+			mu.Unlock()
+			sp.sample(s.ShardWatermarkStatus(testLogstore))
+		})
+		consumed <- err
+	}()
+	testutil.Poll(t, 30*time.Second, "the sparse shard paused by alignment", func() (bool, string) {
+		sh := s.ShardWatermarkStatus(testLogstore)
+		return len(sh) == 2 && sh[1].State == watermark.ShardPaused, fmt.Sprintf("%+v", sh)
+	})
+	infos, err := env.Server.SplitShard(testProject, testLogstore, 1, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var children []int
+	for _, in := range infos {
+		if in.ShardID != 1 {
+			children = append(children, in.ShardID)
+			wmWrite(t, env, testLogstore, in.ShardID, fmt.Sprintf("child%d", in.ShardID), wmTimes(parentSpan, time.Second, 60), skewPerGroup, nil)
+		}
+	}
+	close(gate)
+	if err := <-consumed; err != nil {
+		t.Fatal(err)
+	}
+	for id, n := range got {
+		if n != 1 {
+			t.Errorf("%s delivered %d times", id, n)
+		}
+	}
+	status := s.ShardWatermarkStatus(testLogstore)
+	byID := map[int]watermark.ShardStatus{}
+	for _, st := range status {
+		byID[st.ID] = st
+	}
+	parentFinal := wmBase.Add(parentSpan - time.Second)
+	if p := byID[1]; p.State != watermark.ShardFinished || !p.Watermark.Equal(parentFinal) {
+		t.Errorf("parent shard 1: %+v, want finished at %v", p, parentFinal.Sub(wmBase))
+	}
+	stats, _ := s.AlignmentStats(testLogstore)
+	t.Logf("split of a paused shard: %d logs, max spread %v (bound %v), %d blocked fetches, children %v, statuses %+v",
+		len(got), sp.max, skewMaxDrift+skewBatchSpan, stats.Blocks, children, status)
+	for _, c := range children {
+		if _, ok := byID[c]; !ok {
+			t.Errorf("child %d not tracked", c)
+		}
+	}
+	if sp.max > skewMaxDrift+skewBatchSpan {
+		t.Errorf("spread %v exceeds %v at %s", sp.max, skewMaxDrift+skewBatchSpan, sp.where)
+	}
+	if stats.Blocks == 0 {
+		t.Error("alignment never blocked a fetch")
+	}
+}
+
+// TestSubscriberWatermarkGatedChildrenDoNotHoldGroup: a subscription whose
+// only unread shard is a child waiting for a parent read elsewhere (static
+// instance 1 of 2, instance 0 not running) tracks no shard and so does not
+// hold its alignment group: the other member, on another logstore, reads
+// all of its data, far more than MaxDrift of event time.
+func TestSubscriberWatermarkGatedChildrenDoNotHoldGroup(t *testing.T) {
+	env := testutil.SLS(t)
+	const other = "other"
+	env.LogStore(t, testProject, testLogstore, 1)
+	env.LogStore(t, testProject, other, 1)
+	if _, err := env.Server.SplitShard(testProject, testLogstore, 0, ""); err != nil {
+		t.Fatal(err)
+	}
+	// Data in the children, which instance 1 must not read before the
+	// parent (read by the absent instance 0) is finished.
+	wmWrite(t, env, testLogstore, 1, "c1", wmTimes(0, time.Second, 10), 5, nil)
+	wmWrite(t, env, testLogstore, 2, "c2", wmTimes(0, time.Second, 10), 5, nil)
+	const n = 300
+	wmWrite(t, env, other, 0, "o", wmTimes(0, time.Second, n), 5, nil)
+
+	coord := watermark.NewInProcessCoordinator()
+	wm := func(c *SubscriberConfig) {
+		c.Watermark = &WatermarkConfig{
+			Strategy:  watermark.Strategy{IdleTimeout: time.Minute}, // longer than the test: idleness must not be what frees the group
+			Alignment: &AlignmentConfig{Group: "gated", MaxDrift: skewMaxDrift, Coordinator: coord},
+		}
+	}
+	gated := stSubscriber(t, env, func(c *SubscriberConfig) {
+		fastGroup("i1")(c)
+		c.Assignment, c.StaticInstances, c.StaticIndex = AssignStatic, 2, 1
+		c.ShardAssigner = RoundRobinAssigner{} // shards [0 1 2]: instance 1 gets child 1 only
+		wm(c)
+	})
+	gch, err := gated.Subscribe(context.Background(), testLogstore)
+	if err != nil {
+		t.Fatal(err)
+	}
+	free := stSubscriber(t, env, func(c *SubscriberConfig) { c.FetchCount = skewFetch; wm(c) })
+	och, err := free.Subscribe(context.Background(), other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := consumeAll(och, n, nil); err != nil {
+		t.Fatalf("the other member was held by the gated one: %v", err)
+	}
+	stNothing(t, gch)
+	if st := gated.ShardWatermarkStatus(testLogstore); len(st) != 0 {
+		t.Errorf("gated subscription tracks %+v, want no shard", st)
+	}
+	if wm, ok := gated.Watermark(testLogstore); ok {
+		t.Errorf("gated subscription has watermark %v", wm)
+	}
+	if wm, ok := free.Watermark(other); !ok || !wm.Equal(wmBase.Add((n-1)*time.Second)) {
+		t.Errorf("other logstore's watermark %v (%v), want %v", wm.Sub(wmBase), ok, (n-1)*time.Second)
+	}
+}
