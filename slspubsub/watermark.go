@@ -271,8 +271,13 @@ func (s *Subscriber) watermarkSubs(topic string) []*subWatermark {
 func (s *Subscriber) Watermark(topic string) (time.Time, bool) {
 	var out time.Time
 	found := false
-	for _, w := range s.watermarkSubs(topic) {
-		if wm, ok := w.tracker.Watermark(); ok && (!found || wm.Before(out)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, sub := range s.subs[topic] {
+		if sub.wm == nil {
+			continue
+		}
+		if wm, ok := sub.wm.tracker.Watermark(); ok && (!found || wm.Before(out)) {
 			out, found = wm, true
 		}
 	}

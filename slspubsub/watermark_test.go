@@ -629,3 +629,37 @@ func TestSubscriberWatermarkGatedChildrenDoNotHoldGroup(t *testing.T) {
 		t.Errorf("other logstore's watermark %v (%v), want %v", wm.Sub(wmBase), ok, (n-1)*time.Second)
 	}
 }
+
+// TestWatermarkStampAllocations: observing a message's event time and
+// stamping the watermark on it allocate nothing per message (the texts of
+// moving watermarks are cut from shared slabs), nor does reading the
+// Subscriber's watermark.
+func TestWatermarkStampAllocations(t *testing.T) {
+	w, err := newSubWatermark(&WatermarkConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sh, err := w.tracker.AddShard(0, time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sw := &shardWatermark{w: w, sh: sh}
+	msg := message.NewMessage("m", nil)
+	msg.Metadata[watermark.MetadataKey] = "0"
+	log := &Log{Time: wmBase}
+	allocs := testing.AllocsPerRun(10000, func() {
+		log.Time = log.Time.Add(time.Millisecond) // the watermark moves every time
+		sw.observe(nil, msg, log, Position{})
+		sw.stamp(msg)
+	})
+	if got, ok := watermark.FromMessage(msg); !ok || !got.Equal(log.Time) {
+		t.Fatalf("stamped %v (%v), want %v", got, ok, log.Time)
+	}
+	if allocs > 0.05 {
+		t.Errorf("observe + stamp: %.3f allocations per message, want amortized 0", allocs)
+	}
+	s := &Subscriber{subs: map[string][]*subscription{"t": {{wm: w}}}}
+	if a := testing.AllocsPerRun(100, func() { s.Watermark("t") }); a != 0 {
+		t.Errorf("Subscriber.Watermark: %v allocations", a)
+	}
+}
