@@ -27,6 +27,28 @@ type delivery struct {
 	watchers sync.WaitGroup  // one per in-flight message
 	failed   bool            // stopped on a log it could not unmarshal
 	wm       *shardWatermark // nil without WatermarkConfig
+	// tick (with watermarks) fires a few times per IdleTimeout: a wait
+	// for the consumer (a send or an ack) that sees it pauses the shard,
+	// so that a slow handler is back-pressure, never idleness.
+	tick   <-chan time.Time
+	paused bool
+}
+
+// backPressure pauses the shard (once) while the delivery loop waits for
+// the consumer.
+func (d *delivery) backPressure() {
+	if !d.paused {
+		d.paused = true
+		d.wm.sh.Pause()
+	}
+}
+
+// relieved ends backPressure's pause.
+func (d *delivery) relieved() {
+	if d.paused {
+		d.paused = false
+		d.wm.sh.Resume()
+	}
 }
 
 // run delivers batches in order until they end (and every message is
@@ -121,12 +143,20 @@ func (d *delivery) send(ctx context.Context, msg *message.Message, pos Position)
 		if d.wm != nil {
 			d.wm.stamp(msg)
 		}
-		select {
-		case d.sub.out <- msg:
-		case <-ctx.Done():
-			cancel()
-			return false
+	sending:
+		for {
+			select {
+			case d.sub.out <- msg:
+				break sending
+			case <-ctx.Done():
+				d.relieved()
+				cancel()
+				return false
+			case <-d.tick:
+				d.backPressure()
+			}
 		}
+		d.relieved()
 		if maxInFlight > 1 {
 			d.inFlight++
 			d.watchers.Add(1)
@@ -158,13 +188,28 @@ func (d *delivery) send(ctx context.Context, msg *message.Message, pos Position)
 // acked or nacked: an ack then still counts, and is committed, so a
 // graceful stop or a rebalance does not redeliver what was handled.
 func (d *delivery) await(ctx context.Context, msg *message.Message, msgCtx *msgContext, pos Position) (settled, acked bool) {
-	select {
-	case <-msg.Acked():
-		d.ack(pos)
-		return true, true
-	case <-msg.Nacked():
-		return true, false
-	case <-ctx.Done():
+	if d.tick != nil && d.sub.s.cfg.MaxInFlight == 1 {
+		// Waiting for the handler is back-pressure (with more in flight,
+		// settle waits for the handlers instead).
+		defer d.relieved()
+	}
+	tick := d.tick
+	if d.sub.s.cfg.MaxInFlight > 1 {
+		tick = nil // a watcher goroutine: the delivery loop's state is not ours
+	}
+waiting:
+	for {
+		select {
+		case <-msg.Acked():
+			d.ack(pos)
+			return true, true
+		case <-msg.Nacked():
+			return true, false
+		case <-ctx.Done():
+			break waiting
+		case <-tick:
+			d.backPressure()
+		}
 	}
 	msgCtx.end()
 	grace := d.sub.s.cfg.CloseTimeout
@@ -193,11 +238,17 @@ func (d *delivery) ack(pos Position) {
 // settle waits for one in-flight message to be acked or nacked; a nacked one
 // is sent again.
 func (d *delivery) settle(ctx context.Context) bool {
-	select {
-	case r := <-d.results:
-		return d.handle(ctx, r)
-	case <-ctx.Done():
-		return false
+	for {
+		select {
+		case r := <-d.results:
+			d.relieved()
+			return d.handle(ctx, r)
+		case <-ctx.Done():
+			d.relieved()
+			return false
+		case <-d.tick:
+			d.backPressure()
+		}
 	}
 }
 

@@ -742,6 +742,15 @@ func (sub *subscription) runWorker(ctx context.Context, w *shardWorker, st *shar
 	readerDone := make(chan error, 1)
 	go func() { readerDone <- st.reader.run(ctx) }()
 	d := delivery{sub: sub, st: st, results: make(chan ackResult, s.cfg.MaxInFlight), wm: w.wm}
+	if w.wm != nil {
+		idle := s.cfg.Watermark.Strategy.IdleTimeout
+		if idle <= 0 {
+			idle = watermark.DefaultIdleTimeout
+		}
+		t := time.NewTicker(max(idle/4, time.Millisecond))
+		defer t.Stop()
+		d.tick = t.C
+	}
 	d.run(ctx, batches)
 	w.cancel() // stops the reader and the ack watchers
 	for range batches {

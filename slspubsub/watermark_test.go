@@ -663,3 +663,54 @@ func TestWatermarkStampAllocations(t *testing.T) {
 		t.Errorf("Subscriber.Watermark: %v allocations", a)
 	}
 }
+
+// TestSubscriberWatermarkSlowHandlerIsNotIdle: a handler that holds a
+// message of one shard far longer than the IdleTimeout is back-pressure,
+// not idleness (FLINK-35886): the shard keeps holding the watermark, which
+// never passes the event time of the shard's next messages, although the
+// other shard is minutes ahead.
+func TestSubscriberWatermarkSlowHandlerIsNotIdle(t *testing.T) {
+	env := testutil.SLS(t)
+	env.LogStore(t, testProject, testLogstore, 2)
+	wmWrite(t, env, testLogstore, 0, "slow", wmTimes(0, time.Second, 5), 5, nil)
+	wmWrite(t, env, testLogstore, 1, "ahead", wmTimes(10*time.Minute, time.Second, 5), 5, nil)
+	const idle = 200 * time.Millisecond
+	s := stSubscriber(t, env, func(c *SubscriberConfig) {
+		c.Watermark = &WatermarkConfig{Strategy: watermark.Strategy{IdleTimeout: idle}}
+	})
+	ch, err := s.Subscribe(context.Background(), testLogstore)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var held *message.Message
+	for range 6 { // one of shard 0 (held) and all five of shard 1, in some order
+		m := stReceive(t, ch, 1, false)[0]
+		if m.Metadata.Get(MetadataShard) == "0" && held == nil {
+			held = m
+			continue
+		}
+		if m.Metadata.Get(MetadataShard) == "0" {
+			t.Fatalf("shard 0 delivered %s before %s was acked", m.UUID, held.UUID)
+		}
+		m.Ack()
+	}
+	// Hold shard 0's message for 5 IdleTimeouts.
+	deadline := time.Now().Add(5 * idle)
+	for time.Now().Before(deadline) {
+		if wm, ok := s.Watermark(testLogstore); ok && wm.After(wmBase) {
+			t.Fatalf("watermark moved to %v while shard 0's handler held its message at 0s", wm.Sub(wmBase))
+		}
+		if st := s.ShardWatermarkStatus(testLogstore); st[0].State == watermark.ShardIdle {
+			t.Fatalf("shard 0 turned idle while its handler held a message: %+v", st)
+		}
+		time.Sleep(10 * time.Millisecond) // sampling while the handler holds the message, not waiting for a condition
+	}
+	held.Ack()
+	for _, m := range stReceive(t, ch, 4, true) {
+		wm, _ := watermark.FromMessage(m)
+		f, _ := LogFieldsFromMessage(m)
+		if wm.After(f.Time) {
+			t.Fatalf("%s at %v delivered with watermark %v: late after a slow handler", m.UUID, f.Time.Sub(wmBase), wm.Sub(wmBase))
+		}
+	}
+}
