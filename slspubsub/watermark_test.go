@@ -714,3 +714,72 @@ func TestSubscriberWatermarkSlowHandlerIsNotIdle(t *testing.T) {
 		}
 	}
 }
+
+// TestSubscriberWatermarkChildrenStartAtParentsFinal: a shard created by a
+// merge starts at the lower of its parents' final watermarks, a shard
+// created by a split at its parent's; children without data keep it. A
+// third shard holds the subscription's watermark at 10 s, so a child
+// started at the subscription's watermark would show 10 s.
+func TestSubscriberWatermarkChildrenStartAtParentsFinal(t *testing.T) {
+	env := testutil.SLS(t)
+	env.LogStore(t, testProject, testLogstore, 3)
+	wmWrite(t, env, testLogstore, 2, "low", wmTimes(0, time.Second, 11), 11, nil) // holds at 10 s
+	wmWrite(t, env, testLogstore, 0, "p0", wmTimes(0, time.Second, 51), 10, nil) // final 50 s
+	wmWrite(t, env, testLogstore, 1, "p1", wmTimes(0, time.Second, 31), 10, nil) // final 30 s
+	s := stSubscriber(t, env, func(c *SubscriberConfig) {
+		c.RediscoveryInterval = 20 * time.Millisecond
+		c.Watermark = &WatermarkConfig{Strategy: watermark.Strategy{IdleTimeout: time.Minute}}
+	})
+	ch, err := s.Subscribe(context.Background(), testLogstore)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stReceive(t, ch, 93, true)
+	if wm, ok := s.Watermark(testLogstore); !ok || !wm.Equal(wmBase.Add(10*time.Second)) {
+		t.Fatalf("subscription watermark %v (%v), want 10s", wm.Sub(wmBase), ok)
+	}
+	infos, err := env.Server.MergeShards(testProject, testLogstore, 0) // with shard 1
+	if err != nil {
+		t.Fatal(err)
+	}
+	merged := -1
+	for _, in := range infos {
+		if in.ShardID > 2 {
+			merged = in.ShardID
+		}
+	}
+	status := func(id int) (watermark.ShardStatus, bool) {
+		for _, st := range s.ShardWatermarkStatus(testLogstore) {
+			if st.ID == id {
+				return st, true
+			}
+		}
+		return watermark.ShardStatus{}, false
+	}
+	testutil.Poll(t, 30*time.Second, "the merged shard tracked", func() (bool, string) {
+		_, ok := status(merged)
+		return ok, fmt.Sprintf("%+v", s.ShardWatermarkStatus(testLogstore))
+	})
+	if st, _ := status(merged); !st.HasWatermark || !st.Watermark.Equal(wmBase.Add(30*time.Second)) {
+		t.Fatalf("merged shard %d: %+v, want the lower parent final 30s", merged, st)
+	}
+	// Give the merged shard a newest event at 70 s, then split it.
+	wmWrite(t, env, testLogstore, merged, "m", wmTimes(70*time.Second, time.Second, 1), 1, nil)
+	stReceive(t, ch, 1, true)
+	infos, err = env.Server.SplitShard(testProject, testLogstore, merged, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, in := range infos {
+		if in.ShardID == merged {
+			continue
+		}
+		testutil.Poll(t, 30*time.Second, fmt.Sprintf("split child %d tracked", in.ShardID), func() (bool, string) {
+			_, ok := status(in.ShardID)
+			return ok, fmt.Sprintf("%+v", s.ShardWatermarkStatus(testLogstore))
+		})
+		if st, _ := status(in.ShardID); !st.HasWatermark || !st.Watermark.Equal(wmBase.Add(70*time.Second)) {
+			t.Errorf("split child %d: %+v, want its parent's final 70s", in.ShardID, st)
+		}
+	}
+}
