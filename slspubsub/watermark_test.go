@@ -724,8 +724,8 @@ func TestSubscriberWatermarkChildrenStartAtParentsFinal(t *testing.T) {
 	env := testutil.SLS(t)
 	env.LogStore(t, testProject, testLogstore, 3)
 	wmWrite(t, env, testLogstore, 2, "low", wmTimes(0, time.Second, 11), 11, nil) // holds at 10 s
-	wmWrite(t, env, testLogstore, 0, "p0", wmTimes(0, time.Second, 51), 10, nil) // final 50 s
-	wmWrite(t, env, testLogstore, 1, "p1", wmTimes(0, time.Second, 31), 10, nil) // final 30 s
+	wmWrite(t, env, testLogstore, 0, "p0", wmTimes(0, time.Second, 51), 10, nil)  // final 50 s
+	wmWrite(t, env, testLogstore, 1, "p1", wmTimes(0, time.Second, 31), 10, nil)  // final 30 s
 	s := stSubscriber(t, env, func(c *SubscriberConfig) {
 		c.RediscoveryInterval = 20 * time.Millisecond
 		c.Watermark = &WatermarkConfig{Strategy: watermark.Strategy{IdleTimeout: time.Minute}}
