@@ -783,3 +783,66 @@ func TestSubscriberWatermarkChildrenStartAtParentsFinal(t *testing.T) {
 		}
 	}
 }
+
+// TestSubscriberWatermarkConsumerGroupHandOver: two aligned members of an
+// SLS consumer group track exactly the shards SLS assigns them; when one
+// closes, the other takes its shards over, tracks them and reads them, and
+// nothing blocks (the closed member left the alignment group).
+func TestSubscriberWatermarkConsumerGroupHandOver(t *testing.T) {
+	env := testutil.SLS(t)
+	env.LogStore(t, testProject, testLogstore, 4)
+	coord := watermark.NewInProcessCoordinator()
+	member := func(name string) *Subscriber {
+		return stSubscriber(t, env, func(c *SubscriberConfig) {
+			fastGroup(name)(c)
+			c.Watermark = &WatermarkConfig{
+				Strategy:  watermark.Strategy{IdleTimeout: time.Minute},
+				Alignment: &AlignmentConfig{Group: "cg", MaxDrift: skewMaxDrift, Coordinator: coord},
+			}
+		})
+	}
+	a, b := member("a"), member("b")
+	r := newReceived()
+	for name, s := range map[string]*Subscriber{"a": a, "b": b} {
+		ch, err := s.Subscribe(context.Background(), testLogstore)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.consume(t, name, ch)
+	}
+	tracked := func(s *Subscriber) []int {
+		var ids []int
+		for _, st := range s.ShardWatermarkStatus(testLogstore) {
+			ids = append(ids, st.ID)
+		}
+		return ids
+	}
+	testutil.Poll(t, 30*time.Second, "2 shards tracked by each member", func() (bool, string) {
+		ta, tb := tracked(a), tracked(b)
+		return len(ta) == 2 && len(tb) == 2, fmt.Sprintf("a %v, b %v", ta, tb)
+	})
+	for shard := range 4 {
+		wmWrite(t, env, testLogstore, shard, fmt.Sprintf("first%d", shard), wmTimes(0, time.Second, 10), 5, nil)
+	}
+	testutil.Poll(t, 30*time.Second, "40 messages", func() (bool, string) {
+		return r.distinct() == 40, fmt.Sprint(r.distinct())
+	})
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Poll(t, 30*time.Second, "a tracking all 4 shards", func() (bool, string) {
+		ta := tracked(a)
+		return len(ta) == 4, fmt.Sprint(ta)
+	})
+	for shard := range 4 {
+		wmWrite(t, env, testLogstore, shard, fmt.Sprintf("second%d", shard), wmTimes(5*time.Minute, time.Second, 10), 5, nil)
+	}
+	testutil.Poll(t, 30*time.Second, "80 messages", func() (bool, string) {
+		return r.distinct() == 80, fmt.Sprint(r.distinct())
+	})
+	want := wmBase.Add(5*time.Minute + 9*time.Second)
+	testutil.Poll(t, 10*time.Second, "a's watermark at the newest event", func() (bool, string) {
+		wm, ok := a.Watermark(testLogstore)
+		return ok && wm.Equal(want), fmt.Sprintf("%v %v", wm.Sub(wmBase), ok)
+	})
+}
