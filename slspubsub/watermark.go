@@ -232,12 +232,14 @@ func (sw *shardWatermark) noteFetched(groups []LogGroup) {
 }
 
 // awaitFetch blocks until the shard may fetch: Aligner.WaitShard, and, when
-// what it already fetched is past the group's limit, until that drained.
+// what it already fetched is past the group's limit, until that drained and
+// WaitShard judged the watermark it left.
 func (sw *shardWatermark) awaitFetch(ctx context.Context, budget *prefetchBudget) error {
 	a := sw.w.aligner
 	if a == nil {
 		return nil
 	}
+	drained := false
 	for {
 		if err := a.WaitShard(ctx, sw.sh); err != nil {
 			return err
@@ -246,8 +248,19 @@ func (sw *shardWatermark) awaitFetch(ctx context.Context, budget *prefetchBudget
 			return nil
 		}
 		limit, ok := a.Limit()
-		if !ok || sw.frontier-sw.w.bound <= limit.UnixNano() || budget.empty() {
+		if !ok || sw.frontier-sw.w.bound <= limit.UnixNano() {
 			return nil
+		}
+		if budget.empty() {
+			if drained {
+				// WaitShard allowed the watermark everything fetched left,
+				// yet the frontier is past the limit: logs without an
+				// event time delivered (skipped on resume, or zero).
+				return nil
+			}
+			// Delivered since WaitShard looked: it must look again.
+			drained = true
+			continue
 		}
 		// Fetched data is past the limit: let it drain (its delivery moves
 		// the shard's watermark there), then ask the aligner again.
@@ -257,6 +270,7 @@ func (sw *shardWatermark) awaitFetch(ctx context.Context, budget *prefetchBudget
 		if err != nil {
 			return err
 		}
+		drained = true
 	}
 }
 

@@ -42,7 +42,7 @@ const (
 // a group on the PostgreSQL coordinator. Every millisecond it appends
 // "<unix ns> <lowest> <highest> <delivered>" to its output file: the lowest
 // and highest watermark of its shards that hold the subscription (active or
-// paused). It closes on SIGTERM.
+// paused; see holdingSpread). It closes on SIGTERM.
 func TestWatermarkAlignChild(t *testing.T) {
 	idx := os.Getenv(waEnvIndex)
 	if idx == "" {
@@ -104,23 +104,15 @@ func TestWatermarkAlignChild(t *testing.T) {
 				return
 			case <-tick.C:
 			}
+			first := s.ShardWatermarkStatus(testLogstore)
+			second := s.ShardWatermarkStatus(testLogstore)
+			l, h, n := holdingSpread(first, second)
 			var lo, hi int64
-			n := 0
-			for _, st := range s.ShardWatermarkStatus(testLogstore) {
-				if !st.HasWatermark || (st.State != watermark.ShardActive && st.State != watermark.ShardPaused) {
-					continue
-				}
-				w := st.Watermark.UnixNano()
-				if n == 0 || w < lo {
-					lo = w
-				}
-				if n == 0 || w > hi {
-					hi = w
-				}
-				n++
+			if n > 0 {
+				lo, hi = l.UnixNano(), h.UnixNano()
 			}
-			if n == 0 {
-				lo, hi = 0, 0
+			if os.Getenv("WSLS_ALIGN_DEBUG") != "" && time.Duration(hi-lo) > skewMaxDrift+skewBatchSpan {
+				fmt.Fprintf(os.Stderr, "p%s wide %v: %+v then %+v\n", idx, time.Duration(hi-lo), first, second)
 			}
 			fmt.Fprintf(w, "%d %d %d %d\n", time.Now().UnixNano(), lo, hi, delivered.Load())
 			if err := w.Flush(); err != nil {
@@ -275,9 +267,11 @@ func TestSubscriberWatermarkAlignmentAcrossProcesses(t *testing.T) {
 	sort.Slice(instants, func(a, b int) bool { return instants[a] < instants[b] })
 	var spread, latest time.Duration
 	samples := 0
+	where := ""
 	for _, at := range instants {
 		var lo, hi, llo int64
 		ok := true
+		detail := ""
 		for i, ps := range procs {
 			k := sort.Search(len(ps), func(j int) bool { return ps[j].at > at }) // first after at
 			if k == 0 {
@@ -302,17 +296,21 @@ func TestSubscriberWatermarkAlignmentAcrossProcesses(t *testing.T) {
 			if i == 0 || before.lo < llo {
 				llo = before.lo
 			}
+			detail += fmt.Sprintf(" p%d: hi %v lo %v (delivered %d)", i, time.Duration(before.hi-wmBase.UnixNano()),
+				time.Duration(after.lo-wmBase.UnixNano()), before.delivered)
 		}
 		if !ok {
 			continue
 		}
 		samples++
-		spread = max(spread, time.Duration(hi-lo))
+		if d := time.Duration(hi - lo); d > spread {
+			spread, where = d, fmt.Sprintf("%v after the first sample:%s", time.Duration(at-instants[0]), detail)
+		}
 		latest = max(latest, time.Duration(hi-llo))
 	}
 	bound := skewMaxDrift + skewBatchSpan
-	t.Logf("%d logs over %v of event time in 2 processes aligned through PostgreSQL (UpdateInterval %v): max spread %v (latest-sample estimate %v) over %d instants, bound %v",
-		total, span, waInterval, spread, latest, samples, bound)
+	t.Logf("%d logs over %v of event time in 2 processes aligned through PostgreSQL (UpdateInterval %v): max spread %v (latest-sample estimate %v) over %d instants, bound %v; widest at %s",
+		total, span, waInterval, spread, latest, samples, bound, where)
 	if samples == 0 {
 		t.Fatal("no instant with samples of both processes")
 	}

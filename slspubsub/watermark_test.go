@@ -206,29 +206,47 @@ type spreadSampler struct {
 	where   string
 }
 
-func (sp *spreadSampler) sample(statuses []watermark.ShardStatus) {
-	var lo, hi time.Time
-	n := 0
-	for _, st := range statuses {
-		if !st.HasWatermark || (st.State != watermark.ShardActive && st.State != watermark.ShardPaused) {
-			continue
-		}
-		if n == 0 || st.Watermark.Before(lo) {
-			lo = st.Watermark
-		}
-		if n == 0 || st.Watermark.After(hi) {
-			hi = st.Watermark
-		}
-		n++
-	}
+func (sp *spreadSampler) sample(first, second []watermark.ShardStatus) {
+	lo, hi, n := holdingSpread(first, second)
 	if n < 2 {
 		return
 	}
 	sp.samples++
 	if d := hi.Sub(lo); d > sp.max {
 		sp.max = d
-		sp.where = fmt.Sprintf("%+v", statuses)
+		sp.where = fmt.Sprintf("%+v then %+v", first, second)
 	}
+}
+
+// holdingSpread returns the highest watermark in first and the lowest in
+// second of the shards that hold the watermark (active or paused, with a
+// watermark) in both. A status list is read shard by shard while the
+// shards move on; with first read before second, and watermarks that only
+// grow, hi - lo never overstates the spread at a moment between the reads
+// (a single list could: a goroutine descheduled between two shards' reads
+// pairs an old value with a new one).
+func holdingSpread(first, second []watermark.ShardStatus) (lo, hi time.Time, n int) {
+	holding := func(st watermark.ShardStatus) bool {
+		return st.HasWatermark && (st.State == watermark.ShardActive || st.State == watermark.ShardPaused)
+	}
+	for _, a := range first {
+		if !holding(a) {
+			continue
+		}
+		for _, b := range second {
+			if b.ID != a.ID || !holding(b) {
+				continue
+			}
+			if n == 0 || a.Watermark.After(hi) {
+				hi = a.Watermark
+			}
+			if n == 0 || b.Watermark.Before(lo) {
+				lo = b.Watermark
+			}
+			n++
+		}
+	}
+	return lo, hi, n
 }
 
 // sampleWhile samples statuses() every 200 µs until done closes.
@@ -240,7 +258,7 @@ func (sp *spreadSampler) sampleWhile(done <-chan struct{}, statuses func() []wat
 		case <-done:
 			return
 		case <-tick.C:
-			sp.sample(statuses())
+			sp.sample(statuses(), statuses())
 		}
 	}
 }
@@ -520,7 +538,7 @@ func TestSubscriberWatermarkSplitDuringAlignment(t *testing.T) {
 			mu.Lock()
 			got[m.UUID]++
 			mu.Unlock()
-			sp.sample(s.ShardWatermarkStatus(testLogstore))
+			sp.sample(s.ShardWatermarkStatus(testLogstore), s.ShardWatermarkStatus(testLogstore))
 		})
 		consumed <- err
 	}()
