@@ -24,8 +24,31 @@ type delivery struct {
 	st       *shardState
 	results  chan ackResult // capacity MaxInFlight: watchers never block
 	inFlight int
-	watchers sync.WaitGroup // one per in-flight message
-	failed   bool           // stopped on a log it could not unmarshal
+	watchers sync.WaitGroup  // one per in-flight message
+	failed   bool            // stopped on a log it could not unmarshal
+	wm       *shardWatermark // nil without WatermarkConfig
+	// tick (with watermarks) fires a few times per IdleTimeout: a wait
+	// for the consumer (a send or an ack) that sees it pauses the shard,
+	// so that a slow handler is back-pressure, never idleness.
+	tick   <-chan time.Time
+	paused bool
+}
+
+// backPressure pauses the shard (once) while the delivery loop waits for
+// the consumer.
+func (d *delivery) backPressure() {
+	if !d.paused {
+		d.paused = true
+		d.wm.sh.Pause()
+	}
+}
+
+// relieved ends backPressure's pause.
+func (d *delivery) relieved() {
+	if d.paused {
+		d.paused = false
+		d.wm.sh.Resume()
+	}
 }
 
 // run delivers batches in order until they end (and every message is
@@ -127,6 +150,9 @@ func (d *delivery) deliverBatch(ctx, drain context.Context, b fetchedBatch) bool
 				msg = unmarshalForeign(in)
 				msg.Metadata.Set(MetadataUnmarshalError, err.Error())
 			}
+			if d.wm != nil {
+				d.wm.observe(d, msg, in.Log, pos)
+			}
 			if !d.send(drain, msg, pos) {
 				return false
 			}
@@ -152,12 +178,23 @@ func (d *delivery) send(ctx context.Context, msg *message.Message, pos Position)
 		msgCtx := newMsgContext(ctx)
 		cancel := msgCtx.end
 		msg.SetContext(msgCtx)
-		select {
-		case d.sub.out <- msg:
-		case <-ctx.Done():
-			cancel()
-			return false
+		if d.wm != nil {
+			d.wm.stamp(msg)
 		}
+	sending:
+		for {
+			select {
+			case d.sub.out <- msg:
+				break sending
+			case <-ctx.Done():
+				d.relieved()
+				cancel()
+				return false
+			case <-d.tick:
+				d.backPressure()
+			}
+		}
+		d.relieved()
 		if maxInFlight > 1 {
 			d.inFlight++
 			d.watchers.Add(1)
@@ -186,13 +223,28 @@ func (d *delivery) send(ctx context.Context, msg *message.Message, pos Position)
 // context) ends. Acks are tracked here, so that none is lost when the
 // shard's reading ends right after it.
 func (d *delivery) await(ctx context.Context, msg *message.Message, msgCtx *msgContext, pos Position) (settled, acked bool) {
-	select {
-	case <-msg.Acked():
-		d.ack(pos)
-		return true, true
-	case <-msg.Nacked():
-		return true, false
-	case <-ctx.Done():
+	if d.tick != nil && d.sub.s.cfg.MaxInFlight == 1 {
+		// Waiting for the handler is back-pressure (with more in flight,
+		// settle waits for the handlers instead).
+		defer d.relieved()
+	}
+	tick := d.tick
+	if d.sub.s.cfg.MaxInFlight > 1 {
+		tick = nil // a watcher goroutine: the delivery loop's state is not ours
+	}
+waiting:
+	for {
+		select {
+		case <-msg.Acked():
+			d.ack(pos)
+			return true, true
+		case <-msg.Nacked():
+			return true, false
+		case <-ctx.Done():
+			break waiting
+		case <-tick:
+			d.backPressure()
+		}
 	}
 	msgCtx.end()
 	select {
@@ -211,11 +263,17 @@ func (d *delivery) ack(pos Position) {
 // settle waits for one in-flight message to be acked or nacked; a nacked one
 // is sent again.
 func (d *delivery) settle(ctx context.Context) bool {
-	select {
-	case r := <-d.results:
-		return d.handle(ctx, r)
-	case <-ctx.Done():
-		return false
+	for {
+		select {
+		case r := <-d.results:
+			d.relieved()
+			return d.handle(ctx, r)
+		case <-ctx.Done():
+			d.relieved()
+			return false
+		case <-d.tick:
+			d.backPressure()
+		}
 	}
 }
 

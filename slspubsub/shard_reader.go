@@ -62,6 +62,33 @@ func (b *prefetchBudget) charge(n int) {
 	b.mu.Unlock()
 }
 
+// empty reports whether nothing is charged.
+func (b *prefetchBudget) empty() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.used <= 0
+}
+
+// full reports whether room would wait.
+func (b *prefetchBudget) full() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.used >= b.limit
+}
+
+// waitEmpty waits until nothing is charged: every fetched answer was
+// delivered.
+func (b *prefetchBudget) waitEmpty(ctx context.Context) error {
+	for !b.empty() {
+		select {
+		case <-b.freed:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
 func (b *prefetchBudget) release(n int) {
 	b.mu.Lock()
 	b.used -= n
@@ -97,6 +124,9 @@ type shardReader struct {
 	// (0 until the first answer), to size pulls to the budget.
 	groupSize float64
 	out       chan<- fetchedBatch
+
+	// wm is the shard's watermark state; nil without WatermarkConfig.
+	wm *shardWatermark
 }
 
 // errShardEnd reports that a bounded shard reached its stop position.
@@ -114,9 +144,14 @@ func (r *shardReader) run(ctx context.Context) error {
 		return errShardEnd
 	}
 	for {
-		free, err := r.budget.room(ctx)
+		free, err := r.room(ctx)
 		if err != nil {
 			return nil
+		}
+		if r.wm != nil {
+			if err := r.wm.awaitFetch(ctx, r.budget); err != nil {
+				return nil // ctx ended or the subscription's aligner closed
+			}
 		}
 		res, err := r.api.pullLogs(ctx, r.logstore, r.shard, cursorFromInt64(r.cursor), r.endCursor,
 			r.pullCount(free), r.cfg.Compression)
@@ -167,6 +202,17 @@ func (r *shardReader) run(ctx context.Context) error {
 	}
 }
 
+// room is budget.room; with watermarks, a wait on a full budget
+// (back-pressure) pauses the shard, so it is not taken for idleness.
+func (r *shardReader) room(ctx context.Context) (int, error) {
+	if r.wm == nil || !r.budget.full() {
+		return r.budget.room(ctx)
+	}
+	r.wm.sh.Pause()
+	defer r.wm.sh.Resume()
+	return r.budget.room(ctx)
+}
+
 // shardEnd returns the end cursor of the (readonly) shard, asked for once.
 func (r *shardReader) shardEnd(ctx context.Context) (int64, error) {
 	if r.endKnown {
@@ -214,6 +260,17 @@ func (r *shardReader) deliver(ctx context.Context, res pullResult) error {
 	}
 	r.tracker.fetched(next)
 	r.cursor = next
+	if r.wm != nil {
+		r.wm.noteFetched(groups)
+		select {
+		case r.out <- b:
+			return nil
+		default:
+		}
+		// The delivery loop is busy: a blocking hand-off is back-pressure.
+		r.wm.sh.Pause()
+		defer r.wm.sh.Resume()
+	}
 	select {
 	case r.out <- b:
 		return nil

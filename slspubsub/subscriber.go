@@ -3,6 +3,7 @@ package slspubsub
 import (
 	"context"
 	"errors"
+	"strconv"
 	"sync"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -55,6 +56,12 @@ import (
 //
 // Each message's Context is done once it is acked or nacked, or when the
 // reading of its shard ends.
+//
+// Watermarks: with SubscriberConfig.Watermark set, each subscription tracks
+// event-time watermarks per shard, stamps each delivered message with the
+// subscription's watermark (watermark.MetadataKey), exposes them (Watermark,
+// ShardWatermarks, ShardWatermarkStatus) and, with alignment, keeps fast
+// shards from running ahead of slow ones (see WatermarkConfig).
 type Subscriber struct {
 	cfg    SubscriberConfig
 	logger watermill.LoggerAdapter
@@ -67,6 +74,9 @@ type Subscriber struct {
 	closed bool
 	errs   []error
 	wg     sync.WaitGroup
+	subs   map[string][]*subscription // running subscriptions by topic
+	// members are the alignment member names in use.
+	members map[string]bool
 
 	closeOnce sync.Once
 }
@@ -120,10 +130,12 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 		s.wg.Done()
 		return nil, err
 	}
+	s.register(sub)
 	go func() {
 		defer s.wg.Done()
 		defer stop()
 		defer cancel()
+		defer s.unregister(sub)
 		sub.run(ctx)
 	}()
 	return sub.out, nil
@@ -168,4 +180,59 @@ func (s *Subscriber) fail(msg string, err error, fields watermill.LogFields) {
 	s.mu.Lock()
 	s.errs = append(s.errs, err)
 	s.mu.Unlock()
+}
+
+// register records a running subscription (for the watermark accessors).
+func (s *Subscriber) register(sub *subscription) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.subs == nil {
+		s.subs = map[string][]*subscription{}
+	}
+	s.subs[sub.topic] = append(s.subs[sub.topic], sub)
+}
+
+func (s *Subscriber) unregister(sub *subscription) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l := s.subs[sub.topic]
+	for i, x := range l {
+		if x == sub {
+			l = append(l[:i:i], l[i+1:]...)
+			break
+		}
+	}
+	if len(l) == 0 {
+		delete(s.subs, sub.topic)
+	} else {
+		s.subs[sub.topic] = l
+	}
+}
+
+// memberName reserves the alignment member name of a subscription to topic:
+// "<Member or ConsumerName>/<topic>", with "#n" for further concurrent
+// subscriptions of topic.
+func (s *Subscriber) memberName(a *AlignmentConfig, topic string) string {
+	base := a.Member
+	if base == "" {
+		base = s.cfg.ConsumerName
+	}
+	base += "/" + topic
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.members == nil {
+		s.members = map[string]bool{}
+	}
+	name := base
+	for n := 2; s.members[name]; n++ {
+		name = base + "#" + strconv.Itoa(n)
+	}
+	s.members[name] = true
+	return name
+}
+
+func (s *Subscriber) releaseMember(name string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.members, name)
 }

@@ -240,6 +240,12 @@ type SubscriberConfig struct {
 	// OnUnmarshalError is the policy for logs the Unmarshaler rejects.
 	// Default UnmarshalErrorFail.
 	OnUnmarshalError UnmarshalErrorPolicy
+
+	// Watermark, when set, gives each subscription event-time watermarks
+	// per shard, stamps them on delivered messages and optionally aligns
+	// shards (see WatermarkConfig). Default nil: no watermarks, and the
+	// delivery path does no watermark work at all.
+	Watermark *WatermarkConfig
 }
 
 func (c *SubscriberConfig) setDefaults() {
@@ -352,6 +358,9 @@ func (c SubscriberConfig) Validate() error {
 		bad("OnUnmarshalError %d: unknown policy", c.OnUnmarshalError)
 	}
 	errs = append(errs, c.validateAssignment()...)
+	if c.Watermark != nil {
+		errs = append(errs, c.Watermark.validate()...)
+	}
 	if len(errs) == 0 {
 		return nil
 	}

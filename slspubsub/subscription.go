@@ -13,6 +13,8 @@ import (
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 	sls "github.com/aliyun/aliyun-log-go-sdk"
+
+	"github.com/watermill-sls/watermill-sls/watermark"
 )
 
 // subscription is one Subscribe call. Its manager goroutine (run) decides
@@ -45,6 +47,10 @@ type subscription struct {
 	beatFailures int
 	groupTimeout time.Duration
 	pending      map[int]*shardState // opened at Subscribe, started by run
+	finals       map[int]time.Time   // final watermarks of shards finished here
+
+	// wm is the watermark state; nil without WatermarkConfig.
+	wm *subWatermark
 
 	workersWG sync.WaitGroup
 }
@@ -58,11 +64,16 @@ type shardWorker struct {
 
 	st atomic.Pointer[shardState] // once opened
 
+	// wm is the shard's watermark state (set by start); nil without
+	// WatermarkConfig.
+	wm *shardWatermark
+
 	// Set before done closes.
-	finished bool  // a readonly shard read to its end, its final checkpoint committed
-	ended    bool  // reached the stop position
-	gone     bool  // the shard no longer exists
-	err      error // stopped on this error
+	final    time.Time // the shard's final watermark, when finished with one
+	finished bool      // a readonly shard read to its end, its final checkpoint committed
+	ended    bool      // reached the stop position
+	gone     bool      // the shard no longer exists
+	err      error     // stopped on this error
 }
 
 // shardState is what the loops of one shard share.
@@ -81,7 +92,7 @@ func (s *Subscriber) newSubscription(ctx context.Context, topic string) (*subscr
 		out: make(chan *message.Message), events: make(chan struct{}, 1),
 		workers: map[int]*shardWorker{}, finished: map[int]bool{}, stopped: map[int]bool{},
 		ends: map[int]int64{}, assigned: map[int]bool{}, pending: map[int]*shardState{},
-		groupTimeout: s.cfg.HeartbeatTimeout,
+		finals: map[int]time.Time{}, groupTimeout: s.cfg.HeartbeatTimeout,
 	}
 	if err := sub.discover(ctx); err != nil {
 		return nil, err
@@ -113,7 +124,126 @@ func (s *Subscriber) newSubscription(ctx context.Context, topic string) (*subscr
 		}
 		sub.pending[info.ID] = st
 	}
+	if err := sub.initWatermark(); err != nil {
+		return nil, err
+	}
 	return sub, nil
+}
+
+// initWatermark creates the subscription's Tracker with the shards it starts
+// with and, with alignment, joins the alignment group.
+func (sub *subscription) initWatermark() error {
+	s := sub.s
+	if s.cfg.Watermark == nil {
+		return nil
+	}
+	w, err := newSubWatermark(s.cfg.Watermark)
+	if err != nil {
+		return fmt.Errorf("slspubsub: watermark of %s: %w", sub.topic, err)
+	}
+	for id := range sub.pending {
+		if _, err := w.tracker.AddShard(id, time.Time{}); err != nil {
+			return fmt.Errorf("slspubsub: watermark of %s: %w", sub.topic, err)
+		}
+	}
+	if a := s.cfg.Watermark.Alignment; a != nil {
+		member := s.memberName(a, sub.topic)
+		if err := w.align(a, member, s.logger); err != nil {
+			s.releaseMember(member)
+			return fmt.Errorf("slspubsub: watermark alignment of %s: %w", sub.topic, err)
+		}
+	}
+	sub.wm = w
+	return nil
+}
+
+// closeWatermark leaves the alignment group; the subscription's workers
+// have ended.
+func (sub *subscription) closeWatermark() {
+	if sub.wm == nil || sub.wm.aligner == nil {
+		return
+	}
+	if err := sub.wm.aligner.Close(); err != nil {
+		sub.s.fail("Watermark alignment group could not be left; other members count this one until it expires", err,
+			watermill.LogFields{"logstore": sub.topic, "member": sub.wm.member})
+	}
+	sub.s.releaseMember(sub.wm.member)
+}
+
+// addWatermarkShard adds shard info to the tracker when its reading
+// starts: a child at its parents' final watermark (the lowest), when every
+// parent was finished here with one; otherwise at the tracker's watermark.
+func (sub *subscription) addWatermarkShard(info ShardInfo) *shardWatermark {
+	if sub.wm == nil {
+		return nil
+	}
+	tr := sub.wm.tracker
+	if sh := tr.Shard(info.ID); sh != nil && sh.State() != watermark.ShardFinished {
+		return &shardWatermark{w: sub.wm, sh: sh} // added at Subscribe
+	}
+	sub.mu.Lock()
+	layout := slices.Clone(sub.layout)
+	sub.mu.Unlock()
+	var initial time.Time
+	for _, p := range directParents(info, layout) {
+		f, ok := sub.finals[p]
+		if !ok {
+			initial = time.Time{}
+			break
+		}
+		if initial.IsZero() || f.Before(initial) {
+			initial = f
+		}
+	}
+	if tr.Shard(info.ID) != nil {
+		_ = tr.RemoveShard(info.ID) // a finished shard read again cannot happen; be safe
+	}
+	sh, err := tr.AddShard(info.ID, initial)
+	if err != nil {
+		sub.s.logger.Error("Watermark: shard cannot be tracked", err, watermill.LogFields{"logstore": sub.topic, "shard": info.ID})
+		return nil
+	}
+	return &shardWatermark{w: sub.wm, sh: sh}
+}
+
+// endWatermarkShard records the end of a shard's reading in the tracker:
+// finished (read to its end), or removed.
+func (sub *subscription) endWatermarkShard(w *shardWorker) {
+	if w.wm == nil {
+		return
+	}
+	tr := w.wm.w.tracker
+	if w.finished {
+		if final, ok, err := tr.FinishShard(w.info.ID); err == nil && ok {
+			w.final = final
+		}
+		return
+	}
+	_ = tr.RemoveShard(w.info.ID) // only unknown if never added
+}
+
+// directParents is parentsOf without the ancestors of other parents (a
+// readonly shard that overlaps a later parent is that parent's ancestor).
+func directParents(sh ShardInfo, layout []ShardInfo) []int {
+	ps := parentsOf(sh, layout)
+	byID := map[int]ShardInfo{}
+	for _, l := range layout {
+		byID[l.ID] = l
+	}
+	var out []int
+	for _, p := range ps {
+		ancestor := false
+		for _, q := range ps {
+			if q > p && byID[q].overlaps(byID[p]) {
+				ancestor = true
+				break
+			}
+		}
+		if !ancestor {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // ensureGroup creates the consumer group (in order) when missing, and
@@ -221,6 +351,7 @@ func (sub *subscription) run(ctx context.Context) {
 		}
 	}
 	sub.reap()
+	sub.closeWatermark()
 	close(commitStop)
 	<-commitDone
 	if sub.mode == AssignConsumerGroup {
@@ -506,6 +637,9 @@ func (sub *subscription) reconcile(ctx context.Context) {
 	for id, st := range sub.pending {
 		if !sub.wanted(id) {
 			delete(sub.pending, id)
+			if sub.wm != nil {
+				_ = sub.wm.tracker.RemoveShard(id)
+			}
 			continue
 		}
 		info, _ := sub.shardInfo(id)
@@ -531,6 +665,9 @@ func (sub *subscription) reap() {
 		switch {
 		case w.finished:
 			sub.finished[id] = true
+			if !w.final.IsZero() {
+				sub.finals[id] = w.final
+			}
 		case w.ended:
 			sub.stopped[id] = true
 		case w.err != nil:
@@ -585,6 +722,7 @@ func (sub *subscription) blockedForever(sh ShardInfo) bool {
 func (sub *subscription) start(ctx context.Context, info ShardInfo, st *shardState) {
 	wctx, cancel := context.WithCancel(ctx)
 	w := &shardWorker{info: info, cancel: cancel, done: make(chan struct{})}
+	w.wm = sub.addWatermarkShard(info)
 	sub.mu.Lock()
 	sub.workers[info.ID] = w
 	sub.mu.Unlock()
@@ -593,6 +731,7 @@ func (sub *subscription) start(ctx context.Context, info ShardInfo, st *shardSta
 		defer sub.workersWG.Done()
 		defer sub.poke()
 		defer close(w.done)
+		defer sub.endWatermarkShard(w)
 		defer cancel()
 		sub.runWorker(wctx, w, st)
 	}()
@@ -657,9 +796,19 @@ func (sub *subscription) runWorker(ctx context.Context, w *shardWorker, st *shar
 
 	batches := make(chan fetchedBatch, 1)
 	st.reader.out = batches
+	st.reader.wm = w.wm
 	readerDone := make(chan error, 1)
 	go func() { readerDone <- st.reader.run(ctx) }()
-	d := delivery{sub: sub, st: st, results: make(chan ackResult, s.cfg.MaxInFlight)}
+	d := delivery{sub: sub, st: st, results: make(chan ackResult, s.cfg.MaxInFlight), wm: w.wm}
+	if w.wm != nil {
+		idle := s.cfg.Watermark.Strategy.IdleTimeout
+		if idle <= 0 {
+			idle = watermark.DefaultIdleTimeout
+		}
+		t := time.NewTicker(max(idle/4, time.Millisecond))
+		defer t.Stop()
+		d.tick = t.C
+	}
 	d.run(ctx, batches)
 	w.cancel() // stops the reader and the ack watchers
 	for range batches {
