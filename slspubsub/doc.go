@@ -10,18 +10,34 @@
 // Concurrent calls share PutLogs requests (group commit: no linger time, a
 // lone caller is sent at once); a hash key keeps per-key order across
 // retries; a byte budget applies back-pressure; IdempotentWrites uses SLS's
-// seqid so a retried batch is never written twice. See Publisher.
+// seqid so a retried batch is never written twice, and SequenceID lets a
+// caller (the outbox relay) give each message its own sequence id so a
+// re-sent message is recognised too. See Publisher.
 //
 // # Subscriber
 //
-// Subscribe reads every shard of the logstore (this process owns them all;
-// consumer-group assignment across processes and following shard splits and
-// merges are not built yet): one fetch loop per shard into a prefetch buffer
-// bounded in bytes, in-order delivery per shard with at most MaxInFlight
-// unacknowledged messages, resume from a PositionStore, then the SLS
-// consumer-group checkpoint, then StartPosition, and optional stop
-// positions for bounded backfills. A shard's committed position is the
-// first log not yet acked. See Subscriber.
+// Subscribe reads the shards its Assignment gives it: every shard, the
+// shards SLS assigns to this process in a consumer group (heartbeats; run
+// more processes to scale out), or a static share of N instances. Shard
+// splits and merges are followed without a restart, parents before
+// children, so per-key order holds. Each shard has a fetch loop into a
+// prefetch buffer bounded in bytes and in-order delivery with at most
+// MaxInFlight unacknowledged messages; a shard resumes from a
+// PositionStore, then the consumer-group checkpoint, then StartPosition;
+// stop positions make bounded backfills. A shard's committed position is
+// the first log not yet acked, and a stopping shard finishes its LogGroup
+// so a clean handover redelivers nothing. See Subscriber.
+//
+// # Watermarks
+//
+// With SubscriberConfig.Watermark, every message carries the event-time
+// watermark of its subscription (package watermark: per-shard watermarks,
+// idleness, splits), readable with watermark.FromMessage, and the
+// Subscriber exposes it per topic and shard (Subscriber.Watermark,
+// ShardWatermarks). With an alignment group, a shard more than MaxDrift
+// ahead of its group's slowest stops fetching until the group catches up,
+// across shards, subscribers and (through a PostgreSQL coordinator)
+// processes, so event-time windows and joins over a backfill lose nothing.
 //
 // # Messages
 //
