@@ -24,6 +24,15 @@ const maxReportTimeout = 30 * time.Second
 // leaveTimeout bounds the Leave call Close makes.
 const leaveTimeout = 10 * time.Second
 
+// minReportGap is the least time between two reports a coordinator with
+// change notifications (in process) gets for changes of this member's
+// watermark. Without it a watermark moving on every message made a report,
+// a view and a wake-up per message; with it a blocked shard of another
+// member resumes at most this much later than the change that allowed it.
+// This member's own shards compare against its live tracker and are not
+// delayed.
+const minReportGap = time.Millisecond
+
 // ErrClosed is returned by Aligner.Wait once the Aligner is closed.
 var ErrClosed = errors.New("watermark: aligner closed")
 
@@ -347,6 +356,7 @@ func (a *Aligner) run() {
 	defer timer.Stop()
 	nextReport := a.t.now()
 	report := true
+	lastReport := int64(0)
 	lastLimit := int64(none)
 	for {
 		var notify <-chan struct{}
@@ -355,7 +365,8 @@ func (a *Aligner) run() {
 		}
 		if report {
 			a.report()
-			nextReport = a.t.now() + int64(interval)
+			lastReport = a.t.now()
+			nextReport = lastReport + int64(interval)
 			report = false
 			select {
 			case <-a.ready:
@@ -384,7 +395,15 @@ func (a *Aligner) run() {
 		case <-a.closing:
 			return
 		case <-a.t.changed:
-			report = a.notifier != nil
+			if a.notifier != nil {
+				// Report now, or once minReportGap has passed since the last
+				// report (the timer fires then).
+				due := lastReport + int64(minReportGap)
+				report = a.t.now() >= due
+				if !report {
+					nextReport = min(nextReport, due)
+				}
+			}
 		case <-notify:
 			report = true
 		case <-timer.C:
