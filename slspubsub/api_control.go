@@ -83,6 +83,20 @@ func (c *apiClient) getCursor(ctx context.Context, logstore string, shard int, f
 	return out.Cursor, nil
 }
 
+// cursorValue is getCursor decoded to the cursor's int64 value; a cursor
+// that does not decode is a BadResponse.
+func (c *apiClient) cursorValue(ctx context.Context, logstore string, shard int, from string) (int64, error) {
+	cur, err := c.getCursor(ctx, logstore, shard, from)
+	if err != nil {
+		return 0, err
+	}
+	v, ok := cursorToInt64(cur)
+	if !ok {
+		return 0, &Error{Op: opGetCursor, Logstore: logstore, Code: CodeBadResponse, Message: "invalid cursor " + cur}
+	}
+	return v, nil
+}
+
 // getCursorTime returns the server receive time (whole seconds) of the
 // LogGroup at cursor (GET /logstores/{ls}/shards/{id}?cursor=..&type=cursor_time).
 func (c *apiClient) getCursorTime(ctx context.Context, logstore string, shard int, cursor string) (time.Time, error) {

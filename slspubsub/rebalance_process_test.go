@@ -9,7 +9,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -237,11 +236,7 @@ func TestConsumerGroupRebalance(t *testing.T) {
 	consumed := func(children ...*rbChild) map[string][]rbDelivery { // uuid -> deliveries
 		got := map[string][]rbDelivery{}
 		for _, c := range children {
-			for _, line := range rbReadLines(t, c.out) {
-				f := strings.Fields(line)
-				if len(f) != 3 {
-					continue // a line cut by SIGKILL
-				}
+			for _, f := range childRecords(t, c.out, 3) {
 				ns, _ := strconv.ParseInt(f[2], 10, 64)
 				got[f[0]] = append(got[f[0]], rbDelivery{consumer: c.name, at: ns})
 			}
@@ -335,7 +330,10 @@ func rbWaitMembers(t *testing.T, env *testutil.SLSEnv, n int) {
 	})
 }
 
-func rbReadLines(t *testing.T, path string) []string {
+// childRecords reads a child process's output file: the fields of each
+// line that has exactly n of them (a line cut short by SIGKILL has fewer).
+// A file not written yet has none.
+func childRecords(t *testing.T, path string, n int) [][]string {
 	t.Helper()
 	f, err := os.Open(path)
 	if os.IsNotExist(err) {
@@ -345,13 +343,15 @@ func rbReadLines(t *testing.T, path string) []string {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	var lines []string
+	var out [][]string
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		if line := sc.Text(); strings.Contains(line, " ") { // a whole line
-			lines = append(lines, line)
+		if fs := strings.Fields(sc.Text()); len(fs) == n {
+			out = append(out, fs)
 		}
 	}
-	sort.Strings(lines)
-	return lines
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
 }

@@ -218,13 +218,9 @@ func (r *shardReader) shardEnd(ctx context.Context) (int64, error) {
 	if r.endKnown {
 		return r.end, nil
 	}
-	c, err := r.api.getCursor(ctx, r.logstore, r.shard, "end")
+	v, err := r.api.cursorValue(ctx, r.logstore, r.shard, "end")
 	if err != nil {
 		return 0, err
-	}
-	v, ok := cursorToInt64(c)
-	if !ok {
-		return 0, &Error{Op: opGetCursor, Logstore: r.logstore, Code: CodeBadResponse, Message: "invalid end cursor " + c}
 	}
 	r.end, r.endKnown = v, true
 	return v, nil

@@ -116,9 +116,9 @@ func (s *Subscriber) newSubscription(ctx context.Context, topic string) (*subscr
 		}
 	}
 	// The shards startable now are opened here, so that an unreadable
-	// start position fails Subscribe.
+	// start position fails Subscribe; the checkpoints were just read.
 	for _, info := range sub.startable(ctx) {
-		st, err := sub.openShard(ctx, info)
+		st, err := sub.openShard(ctx, info, sub.checkpoints)
 		if err != nil {
 			return nil, err
 		}
@@ -421,9 +421,18 @@ func (sub *subscription) hasUnfinishedReadOnly() bool {
 }
 
 func (sub *subscription) refreshCheckpoints(ctx context.Context) error {
+	m, err := sub.loadCheckpoints(ctx)
+	if err == nil {
+		sub.checkpoints = m
+	}
+	return err
+}
+
+// loadCheckpoints reads the consumer group's checkpoints by shard.
+func (sub *subscription) loadCheckpoints(ctx context.Context) (map[int]string, error) {
 	cps, err := sub.s.api.getCheckpoints(ctx, sub.topic, sub.s.cfg.ConsumerGroup)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	m := make(map[int]string, len(cps))
 	for _, cp := range cps {
@@ -431,8 +440,7 @@ func (sub *subscription) refreshCheckpoints(ctx context.Context) error {
 			m[cp.ShardID] = cp.CheckPoint
 		}
 	}
-	sub.checkpoints = m
-	return nil
+	return m, nil
 }
 
 // shardInfo returns the current listing of shard id.
@@ -607,13 +615,9 @@ func (sub *subscription) endCursor(ctx context.Context, id int) (int64, error) {
 	if v, ok := sub.ends[id]; ok {
 		return v, nil
 	}
-	c, err := sub.s.api.getCursor(ctx, sub.topic, id, "end")
+	v, err := sub.s.api.cursorValue(ctx, sub.topic, id, "end")
 	if err != nil {
 		return 0, err
-	}
-	v, ok := cursorToInt64(c)
-	if !ok {
-		return 0, fmt.Errorf("slspubsub: end cursor of %s shard %d: invalid cursor %q", sub.topic, id, c)
 	}
 	sub.ends[id] = v
 	return v, nil
@@ -738,22 +742,17 @@ func (sub *subscription) start(ctx context.Context, info ShardInfo, st *shardSta
 }
 
 // openShard resolves where a shard is read from and builds its state.
-func (sub *subscription) openShard(ctx context.Context, info ShardInfo) (*shardState, error) {
+// checkpoints are the consumer group's as read just now; nil reads them
+// (a shard started later: a previous holder may have committed since).
+func (sub *subscription) openShard(ctx context.Context, info ShardInfo, checkpoints map[int]string) (*shardState, error) {
 	s := sub.s
-	var cp map[int]string
-	if s.cfg.ConsumerGroup != "" {
-		// Fresh: a previous holder may have committed since Subscribe.
-		cps, err := s.api.getCheckpoints(ctx, sub.topic, s.cfg.ConsumerGroup)
-		if err != nil {
+	if checkpoints == nil && s.cfg.ConsumerGroup != "" {
+		var err error
+		if checkpoints, err = sub.loadCheckpoints(ctx); err != nil {
 			return nil, fmt.Errorf("slspubsub: start position of %s shard %d: %w", sub.topic, info.ID, err)
 		}
-		for _, c := range cps {
-			if c.ShardID == info.ID && c.CheckPoint != "" {
-				cp = map[int]string{info.ID: c.CheckPoint}
-			}
-		}
 	}
-	start, skip, err := s.startCursor(ctx, sub.topic, info.ID, cp)
+	start, skip, err := s.startCursor(ctx, sub.topic, info.ID, checkpoints)
 	if err != nil {
 		return nil, fmt.Errorf("slspubsub: start position of %s shard %d: %w", sub.topic, info.ID, err)
 	}
@@ -857,7 +856,7 @@ func (sub *subscription) reachedEnd(st *shardState) bool {
 func (sub *subscription) openWithRetry(ctx context.Context, info ShardInfo) (*shardState, error) {
 	pause := sub.s.cfg.FetchInterval
 	for {
-		st, err := sub.openShard(ctx, info)
+		st, err := sub.openShard(ctx, info, nil)
 		if err == nil || !IsRetryable(err) || ctx.Err() != nil {
 			return st, err
 		}
@@ -963,15 +962,8 @@ func (s *Subscriber) startCursor(ctx context.Context, topic string, shard int, c
 	case StartTime:
 		from = strconv.FormatInt(s.cfg.StartPosition.Time.Unix(), 10)
 	}
-	c, err := s.api.getCursor(ctx, topic, shard, from)
-	if err != nil {
-		return 0, 0, err
-	}
-	v, ok := cursorToInt64(c)
-	if !ok {
-		return 0, 0, fmt.Errorf("invalid cursor %q", c)
-	}
-	return v, 0, nil
+	v, err := s.api.cursorValue(ctx, topic, shard, from)
+	return v, 0, err
 }
 
 // stopCursor returns the shard's end cursor for a bounded subscription, ""

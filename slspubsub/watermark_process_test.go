@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -142,21 +141,8 @@ type waSample struct {
 
 func waReadSamples(t *testing.T, path string) []waSample {
 	t.Helper()
-	f, err := os.Open(path)
-	if os.IsNotExist(err) {
-		return nil
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
 	var out []waSample
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fs := strings.Fields(sc.Text())
-		if len(fs) != 4 {
-			continue // a partly written last line
-		}
+	for _, fs := range childRecords(t, path, 4) {
 		var v [4]int64
 		ok := true
 		for i, s := range fs {
