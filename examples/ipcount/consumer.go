@@ -221,8 +221,12 @@ func consume(ctx context.Context, cfg consumerConfig, out io.Writer) error {
 		return fmt.Errorf("restore windows: %w", err)
 	}
 	if rows > 0 || !wm.IsZero() {
-		fmt.Fprintf(out, "resumed from PostgreSQL: fired up to %s, %d open (window, IP) counts holding %d requests rebuilt\n",
-			wm.Format(time.TimeOnly), rows, counted)
+		fired := "no window fired yet"
+		if !wm.IsZero() {
+			fired = "windows fired up to watermark " + wm.Format(time.TimeOnly)
+		}
+		fmt.Fprintf(out, "resumed from PostgreSQL: %s; %d open (window, IP) counts holding %d requests rebuilt\n",
+			fired, rows, counted)
 	}
 	sub, err := slspubsub.NewSubscriber(subscriberConfig(cfg, store), logger)
 	if err != nil {

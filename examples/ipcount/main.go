@@ -50,7 +50,7 @@ func main() {
 		return
 	}
 	var o options
-	flag.IntVar(&o.logs, "logs", 200_000, "access logs to generate")
+	flag.IntVar(&o.logs, "logs", 100_000, "access logs to generate")
 	flag.IntVar(&o.shards, "shards", 4, "shards of the logstore (one web host each)")
 	flag.Float64Var(&o.killAt, "kill-at", 0.5, "kill the consumer once this share of the logs is committed (0: never)")
 	flag.Uint64Var(&o.seed, "seed", 1, "seed of the generated logs")

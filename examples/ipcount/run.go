@@ -104,8 +104,7 @@ func sdkClient(c slspubsub.ClientConfig) *sls.Client {
 		SecurityToken: c.SecurityToken, HTTPClient: c.HTTPClient}
 }
 
-// run is the demo: it writes the logs, runs a consumer, kills it midway, runs another to the end, and
-// verifies the counts. It writes its report to out.
+// run is the demo: it sets up its environment and runs the job once (runOn).
 func run(ctx context.Context, o options, spawn func() *commandSpec, out io.Writer) (*verification, error) {
 	if err := o.validate(); err != nil {
 		return nil, err
@@ -115,6 +114,13 @@ func run(ctx context.Context, o options, spawn func() *commandSpec, out io.Write
 		return nil, err
 	}
 	defer e.close()
+	return runOn(ctx, e, o, spawn, out)
+}
+
+// runOn writes the logs of a new run, runs a consumer, kills it midway, runs another to the end, and verifies
+// the run's counts. It writes its report to out. The logstore may hold other logs (of earlier runs, of
+// anyone): the consumers read past them.
+func runOn(ctx context.Context, e *env, o options, spawn func() *commandSpec, out io.Writer) (*verification, error) {
 	if _, err := e.db.Exec(ctx, schema); err != nil {
 		return nil, fmt.Errorf("create tables: %w", err)
 	}
