@@ -52,13 +52,16 @@ func main() {
 	var o options
 	flag.IntVar(&o.logs, "logs", 100_000, "access logs to generate")
 	flag.IntVar(&o.shards, "shards", 4, "shards of the logstore (one web host each)")
-	flag.Float64Var(&o.killAt, "kill-at", 0.5, "kill the consumer once this share of the logs is committed (0: never)")
+	flag.Float64Var(&o.killAt, "kill-at", 0.5, "kill the consumer once this share of the logs is committed (0: no kill, one consumer after the upload)")
 	flag.Uint64Var(&o.seed, "seed", 1, "seed of the generated logs")
 	flag.StringVar(&o.endpoint, "endpoint", "", "SLS endpoint, e.g. cn-hangzhou.log.aliyuncs.com (empty: the in-process emulator)")
 	flag.StringVar(&o.project, "project", "ipcount", "SLS project (with -endpoint it must exist)")
 	flag.StringVar(&o.logstore, "logstore", "ipcount-access-log", "SLS logstore to write the logs to and read them from")
 	flag.BoolVar(&o.createLogstore, "create-logstore", false, "with -endpoint: create the logstore (-shards shards, 1 day TTL) when it does not exist")
+	timeout := flag.Duration("timeout", 5*time.Minute, "give up (and fail) after this long")
 	flag.Parse()
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
 
 	exe, err := os.Executable()
 	if err != nil {

@@ -156,41 +156,45 @@ func runOn(ctx context.Context, e *env, o options, spawn func() *commandSpec, ou
 	if e.emulator == "" {
 		cfg.StartTime = start.Add(-time.Minute) // a real logstore: read from shortly before the first upload
 	}
-	produced := make(chan error, 1)
-	var produceTime time.Duration
+	var (
+		produceErr  error
+		produceTime time.Duration
+		produced    = make(chan struct{})
+	)
 	go func() {
+		defer close(produced)
 		t := time.Now()
-		err := produce(e.client, o.logstore, data, keys)
+		produceErr = produce(e.client, o.logstore, data, keys)
 		produceTime = time.Since(t)
-		produced <- err
 	}()
+	defer func() { <-produced }() // the producer never outlives the run
 
+	// The first consumer reads while the logs are being written, until it is killed.
 	consumeStart := time.Now()
-	first, err := startConsumer(spawn(), cfg, e.dbURL, out, "consumer 1")
-	if err != nil {
-		return nil, err
-	}
+	name := "consumer"
 	if o.killAt > 0 {
-		target := int64(float64(o.logs) * o.killAt)
-		n, err := awaitCommitted(ctx, e.db, runID, target, first)
+		first, err := startConsumer(spawn(), cfg, e.dbURL, out, "consumer 1")
 		if err != nil {
-			first.kill()
 			return nil, err
 		}
+		target := int64(float64(o.logs) * o.killAt)
+		n, err := awaitCommitted(ctx, e.db, runID, target, first)
 		first.kill()
+		if err != nil {
+			return nil, err
+		}
 		fmt.Fprintf(out, "consumer 1: killed with SIGKILL after %s, %d of %d logs committed\n", elapsedSince(consumeStart), n, o.logs)
+		name = "consumer 2"
 	}
-	if err := <-produced; err != nil {
-		first.kill()
-		return nil, fmt.Errorf("write logs: %w", err)
+	<-produced
+	if produceErr != nil {
+		return nil, fmt.Errorf("write logs: %w", produceErr)
 	}
 	fmt.Fprintf(out, "producer: %d logs written in %v (%.0f logs/s)\n", o.logs, produceTime.Round(10*time.Millisecond), float64(o.logs)/produceTime.Seconds())
-	if o.killAt == 0 {
-		first.kill() // it reads until killed; the next consumer reads to the end
-	}
 
+	// The next one reads to the end of the logstore as it is now, which holds every log of the run.
 	cfg.StopAtEnd = true
-	second, err := startConsumer(spawn(), cfg, e.dbURL, out, "consumer 2")
+	second, err := startConsumer(spawn(), cfg, e.dbURL, out, name)
 	if err != nil {
 		return nil, err
 	}
