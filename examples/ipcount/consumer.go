@@ -84,14 +84,15 @@ ON CONFLICT (run) DO UPDATE SET watermark = GREATEST(p.watermark, EXCLUDED.water
 // consumerConfig is what the parent passes to a consumer process (as JSON in consumerEnv). Credentials are not
 // in it: the child reads them from the environment it inherits, like the parent.
 type consumerConfig struct {
-	Endpoint     string    `json:"endpoint"`
-	EmulatorAddr string    `json:"emulator_addr,omitempty"` // in-process emulator: send every request there
-	Project      string    `json:"project"`
-	Logstore     string    `json:"logstore"`
-	Shards       int       `json:"shards"`
-	Run          string    `json:"run"`
-	StartTime    time.Time `json:"start_time,omitzero"` // real SLS: read from here (the run's first upload)
-	StopAtEnd    bool      `json:"stop_at_end"`         // read to the end as of start, then fire every window
+	Endpoint  string    `json:"endpoint"`
+	Addr      string    `json:"addr,omitempty"` // send every SLS request to this host:port (an emulator)
+	Emulator  bool      `json:"emulator"`       // the parent's in-process emulator: its fixed credentials
+	Project   string    `json:"project"`
+	Logstore  string    `json:"logstore"`
+	Shards    int       `json:"shards"`
+	Run       string    `json:"run"`
+	StartTime time.Time `json:"start_time,omitzero"` // real SLS: read from here (the run's first upload)
+	StopAtEnd bool      `json:"stop_at_end"`         // read to the end as of start, then fire every window
 }
 
 func (c consumerConfig) consumer() string { return "ipcount/" + c.Run }
@@ -277,9 +278,11 @@ func subscriberConfig(cfg consumerConfig, store *exactlyonce.Store) slspubsub.Su
 		AccessKeySecret: os.Getenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET"),
 		SecurityToken:   os.Getenv("ALIBABA_CLOUD_SECURITY_TOKEN"),
 	}
-	if cfg.EmulatorAddr != "" {
+	if cfg.Emulator {
 		client.AccessKeyID, client.AccessKeySecret, client.SecurityToken = slstest.DefaultAccessKeyID, slstest.DefaultAccessKeySecret, ""
-		client.HTTPClient = slstest.HTTPClientFor(cfg.EmulatorAddr)
+	}
+	if cfg.Addr != "" {
+		client.HTTPClient = slstest.HTTPClientFor(cfg.Addr)
 	}
 	sc := slspubsub.SubscriberConfig{
 		ClientConfig:  client,

@@ -20,7 +20,8 @@
 // Without -endpoint everything runs on this machine: the SLS emulator (slstest) in process and PostgreSQL
 // from DATABASE_URL or, when unset, a throwaway cluster started from the system's binaries. With -endpoint
 // (and ALIBABA_CLOUD_ACCESS_KEY_ID, ALIBABA_CLOUD_ACCESS_KEY_SECRET, optionally ALIBABA_CLOUD_SECURITY_TOKEN)
-// the same job runs against a real project and logstore; see the examples README for what it then writes.
+// the same job runs against a real project and logstore; see the examples README for what it then creates and
+// writes (nothing is ever deleted; a missing logstore is created only with -create-logstore).
 package main
 
 import (
@@ -57,6 +58,7 @@ func main() {
 	flag.StringVar(&o.endpoint, "endpoint", "", "SLS endpoint, e.g. cn-hangzhou.log.aliyuncs.com (empty: the in-process emulator)")
 	flag.StringVar(&o.project, "project", "ipcount", "SLS project (with -endpoint it must exist)")
 	flag.StringVar(&o.logstore, "logstore", "ipcount-access-log", "SLS logstore to write the logs to and read them from")
+	flag.StringVar(&o.slsAddr, "sls-addr", "", "with -endpoint: send every SLS request to this host:port whatever host it names (the slsemu emulator command)")
 	flag.BoolVar(&o.createLogstore, "create-logstore", false, "with -endpoint: create the logstore (-shards shards, 1 day TTL) when it does not exist")
 	timeout := flag.Duration("timeout", 5*time.Minute, "give up (and fail) after this long")
 	flag.Parse()
@@ -87,6 +89,7 @@ type options struct {
 	endpoint       string
 	project        string
 	logstore       string
+	slsAddr        string
 	createLogstore bool
 }
 
@@ -100,6 +103,9 @@ func (o options) validate() error {
 	}
 	if o.killAt < 0 || o.killAt >= 1 {
 		errs = append(errs, fmt.Errorf("-kill-at %v: must be in [0, 1)", o.killAt))
+	}
+	if o.slsAddr != "" && o.endpoint == "" {
+		errs = append(errs, errors.New("-sls-addr: needs -endpoint"))
 	}
 	if o.endpoint != "" && (os.Getenv("ALIBABA_CLOUD_ACCESS_KEY_ID") == "" || os.Getenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET") == "") {
 		errs = append(errs, errors.New("-endpoint: set ALIBABA_CLOUD_ACCESS_KEY_ID and ALIBABA_CLOUD_ACCESS_KEY_SECRET"))

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/watermill-sls/watermill-sls/internal/testutil"
+	"github.com/watermill-sls/watermill-sls/slspubsub/slstest"
 )
 
 func TestMain(m *testing.M) { testutil.Main(m) }
@@ -40,10 +41,42 @@ func TestIPCount(t *testing.T) {
 	}
 	defer e.close()
 	checkRun(ctx, t, e, o, spawn)
-	// A second run on the same logstore and database, as on a real logstore with other data: its consumers
-	// read past the first run's logs, and its counts are its own.
-	o.logs, o.seed, o.killAt = o.logs/2, 8, 0.3
-	checkRun(ctx, t, e, o, spawn)
+
+	// A second run the way it runs against a real project (-endpoint, credentials from the environment), on
+	// the same emulator, logstore and database: its consumers read the first run's logs and skip them, and its
+	// counts are its own.
+	t.Setenv("ALIBABA_CLOUD_ACCESS_KEY_ID", slstest.DefaultAccessKeyID)
+	t.Setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", slstest.DefaultAccessKeySecret)
+	real := o
+	real.endpoint, real.slsAddr = e.emulator, e.emulator
+	real.logs, real.seed, real.killAt = o.logs/2, 8, 0.3
+	if err := real.validate(); err != nil {
+		t.Fatal(err)
+	}
+	re, err := newEnv(ctx, real)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer re.close()
+	checkRun(ctx, t, re, real, spawn)
+
+	// A missing logstore is created only when asked to.
+	real.logstore = "created-by-ipcount"
+	if ne, err := newEnv(ctx, real); err == nil || !strings.Contains(err.Error(), "LogStoreNotExist") {
+		if ne != nil {
+			ne.close()
+		}
+		t.Errorf("missing logstore without -create-logstore: %v, want a LogStoreNotExist error", err)
+	}
+	real.createLogstore = true
+	ce, err := newEnv(ctx, real)
+	if err != nil {
+		t.Fatalf("with -create-logstore: %v", err)
+	}
+	ce.close()
+	if _, err := sdkClient(re.client).GetLogStore(real.project, real.logstore); err != nil {
+		t.Errorf("with -create-logstore: %v", err)
+	}
 }
 
 func checkRun(ctx context.Context, t *testing.T, e *env, o options, spawn func() *commandSpec) {

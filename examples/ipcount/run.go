@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -32,7 +33,7 @@ type env struct {
 	db       *pgxpool.Pool
 	dbURL    string
 	client   slspubsub.ClientConfig
-	emulator string // the emulator's address; empty with a real endpoint
+	emulator string // the in-process emulator's address; empty with -endpoint
 	closers  []func()
 }
 
@@ -85,6 +86,9 @@ func newEnv(ctx context.Context, o options) (_ *env, err error) {
 		AccessKeyID:     os.Getenv("ALIBABA_CLOUD_ACCESS_KEY_ID"),
 		AccessKeySecret: os.Getenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET"),
 		SecurityToken:   os.Getenv("ALIBABA_CLOUD_SECURITY_TOKEN"),
+	}
+	if o.slsAddr != "" {
+		e.client.HTTPClient = slstest.HTTPClientFor(o.slsAddr)
 	}
 	c := sdkClient(e.client)
 	if _, err := c.GetLogStore(o.project, o.logstore); err != nil {
@@ -150,7 +154,8 @@ func runOn(ctx context.Context, e *env, o options, spawn func() *commandSpec, ou
 		maxDrift, windowSize, allowedLateness)
 
 	cfg := consumerConfig{
-		Endpoint: e.client.Endpoint, EmulatorAddr: e.emulator, Project: o.project, Logstore: o.logstore,
+		Endpoint: e.client.Endpoint, Addr: cmp.Or(e.emulator, o.slsAddr), Emulator: e.emulator != "",
+		Project: o.project, Logstore: o.logstore,
 		Shards: len(ranges), Run: runID,
 	}
 	if e.emulator == "" {
