@@ -183,7 +183,7 @@ func runOn(ctx context.Context, e *env, o options, spawn func() *commandSpec, ou
 			return nil, err
 		}
 		target := int64(float64(o.logs) * o.killAt)
-		n, err := awaitCommitted(ctx, e.db, runID, target, first)
+		n, err := awaitCommitted(ctx, e.db, runID, target, first, produced, func() error { return produceErr })
 		first.kill()
 		if err != nil {
 			return nil, err
@@ -286,8 +286,10 @@ func committed(ctx context.Context, db *pgxpool.Pool, run string) (int64, error)
 	return n, err
 }
 
-// awaitCommitted polls until target logs are committed, the consumer exits, or ctx ends.
-func awaitCommitted(ctx context.Context, db *pgxpool.Pool, run string, target int64, c *consumerProc) (int64, error) {
+// awaitCommitted polls until target logs are committed, the consumer exits, the upload fails (uploadErr, read
+// once produced is closed), or ctx ends.
+func awaitCommitted(ctx context.Context, db *pgxpool.Pool, run string, target int64, c *consumerProc,
+	produced <-chan struct{}, uploadErr func() error) (int64, error) {
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for {
@@ -300,6 +302,11 @@ func awaitCommitted(ctx context.Context, db *pgxpool.Pool, run string, target in
 			return n, ctx.Err()
 		case <-c.exited:
 			return n, fmt.Errorf("%s exited at %d logs committed (%v)", c.name, n, c.err)
+		case <-produced:
+			if err := uploadErr(); err != nil {
+				return n, fmt.Errorf("write logs: %w", err)
+			}
+			produced = nil
 		case <-tick.C:
 		}
 	}
