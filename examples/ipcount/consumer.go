@@ -107,7 +107,15 @@ func consumerMain(ctx context.Context, out io.Writer) error {
 }
 
 // counter is the HandlerFunc's state: the event-time windows of the IP counts. The windows decide when a
-// window fires and which logs are late; the counts themselves are in PostgreSQL.
+// window fires and which logs are late; the counts themselves are only ever taken from PostgreSQL.
+//
+// Why the memory may be wrong without the result being wrong: the BatchHandler may run the HandlerFunc more
+// than once for a log (a batch rolled back and run again with savepoints), so the in-memory aggregates can
+// count a log twice, and a window may fire in memory in a transaction that then rolls back. Neither reaches
+// the result: every committed log adds exactly 1 to exactly one row (its open row, or the late column of its
+// result row), a firing moves rows without changing their sum, and the firing statement takes every open row
+// at or before the watermark, so a firing that was rolled back is done by the next one (at the latest at the
+// end of the input).
 type counter struct {
 	run     string
 	windows *watermark.Windows[string, int64, int64]
