@@ -125,14 +125,7 @@ func run(ctx context.Context, o options, spawn func() *commandSpec, out io.Write
 // the run's counts. It writes its report to out. The logstore may hold other logs (of earlier runs, of
 // anyone): the consumers read past them.
 func runOn(ctx context.Context, e *env, o options, spawn func() *commandSpec, out io.Writer) (*verification, error) {
-	if _, err := e.db.Exec(ctx, schema); err != nil {
-		return nil, fmt.Errorf("create tables: %w", err)
-	}
-	store, err := exactlyonce.NewStore(e.db, exactlyonce.StoreConfig{})
-	if err != nil {
-		return nil, err
-	}
-	if err := store.Migrate(ctx); err != nil {
+	if err := migrate(ctx, e.db); err != nil {
 		return nil, err
 	}
 	ranges, err := shardRanges(e.client, o.logstore)
@@ -161,18 +154,8 @@ func runOn(ctx context.Context, e *env, o options, spawn func() *commandSpec, ou
 	if e.emulator == "" {
 		cfg.StartTime = start.Add(-time.Minute) // a real logstore: read from shortly before the first upload
 	}
-	var (
-		produceErr  error
-		produceTime time.Duration
-		produced    = make(chan struct{})
-	)
-	go func() {
-		defer close(produced)
-		t := time.Now()
-		produceErr = produce(e.client, o.logstore, data, keys)
-		produceTime = time.Since(t)
-	}()
-	defer func() { <-produced }() // the producer never outlives the run
+	up := startUpload(e.client, o.logstore, data, keys)
+	defer func() { <-up.done }() // the producer never outlives the run
 
 	// The first consumer reads while the logs are being written, until it is killed.
 	consumeStart := time.Now()
@@ -183,7 +166,7 @@ func runOn(ctx context.Context, e *env, o options, spawn func() *commandSpec, ou
 			return nil, err
 		}
 		target := int64(float64(o.logs) * o.killAt)
-		n, err := awaitCommitted(ctx, e.db, runID, target, first, produced, func() error { return produceErr })
+		n, err := awaitCommitted(ctx, e.db, runID, target, first, up)
 		first.kill()
 		if err != nil {
 			return nil, err
@@ -191,11 +174,11 @@ func runOn(ctx context.Context, e *env, o options, spawn func() *commandSpec, ou
 		fmt.Fprintf(out, "consumer 1: killed with SIGKILL after %s, %d of %d logs committed\n", elapsedSince(consumeStart), n, o.logs)
 		name = "consumer 2"
 	}
-	<-produced
-	if produceErr != nil {
-		return nil, fmt.Errorf("write logs: %w", produceErr)
+	<-up.done
+	if up.err != nil {
+		return nil, fmt.Errorf("write logs: %w", up.err)
 	}
-	fmt.Fprintf(out, "producer: %d logs written in %v (%.0f logs/s)\n", o.logs, produceTime.Round(10*time.Millisecond), float64(o.logs)/produceTime.Seconds())
+	fmt.Fprintf(out, "producer: %d logs written in %v (%.0f logs/s)\n", o.logs, up.took.Round(10*time.Millisecond), float64(o.logs)/up.took.Seconds())
 
 	// The next one reads to the end of the logstore as it is now, which holds every log of the run.
 	cfg.StopAtEnd = true
@@ -214,6 +197,36 @@ func runOn(ctx context.Context, e *env, o options, spawn func() *commandSpec, ou
 	v.consumeTime = consumeTime
 	v.print(out)
 	return v, nil
+}
+
+// migrate creates the sink's tables and the exactly-once positions table when they are missing.
+func migrate(ctx context.Context, db *pgxpool.Pool) error {
+	if _, err := db.Exec(ctx, schema); err != nil {
+		return fmt.Errorf("create tables: %w", err)
+	}
+	store, err := exactlyonce.NewStore(db, exactlyonce.StoreConfig{})
+	if err != nil {
+		return err
+	}
+	return store.Migrate(ctx)
+}
+
+// upload is the producer, running in the background.
+type upload struct {
+	done chan struct{} // closed when it ended; err and took are set then
+	err  error
+	took time.Duration
+}
+
+func startUpload(c slspubsub.ClientConfig, logstore string, d *dataset, keys []string) *upload {
+	u := &upload{done: make(chan struct{})}
+	go func() {
+		defer close(u.done)
+		t := time.Now()
+		u.err = produce(c, logstore, d, keys)
+		u.took = time.Since(t)
+	}()
+	return u
 }
 
 func shardRanges(c slspubsub.ClientConfig, logstore string) ([]hashRange, error) {
@@ -286,10 +299,9 @@ func committed(ctx context.Context, db *pgxpool.Pool, run string) (int64, error)
 	return n, err
 }
 
-// awaitCommitted polls until target logs are committed, the consumer exits, the upload fails (uploadErr, read
-// once produced is closed), or ctx ends.
-func awaitCommitted(ctx context.Context, db *pgxpool.Pool, run string, target int64, c *consumerProc,
-	produced <-chan struct{}, uploadErr func() error) (int64, error) {
+// awaitCommitted polls until target logs are committed, the consumer exits, the upload fails, or ctx ends.
+func awaitCommitted(ctx context.Context, db *pgxpool.Pool, run string, target int64, c *consumerProc, up *upload) (int64, error) {
+	uploaded := up.done
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for {
@@ -302,11 +314,11 @@ func awaitCommitted(ctx context.Context, db *pgxpool.Pool, run string, target in
 			return n, ctx.Err()
 		case <-c.exited:
 			return n, fmt.Errorf("%s exited at %d logs committed (%v)", c.name, n, c.err)
-		case <-produced:
-			if err := uploadErr(); err != nil {
-				return n, fmt.Errorf("write logs: %w", err)
+		case <-uploaded:
+			if up.err != nil {
+				return n, fmt.Errorf("write logs: %w", up.err)
 			}
-			produced = nil
+			uploaded = nil
 		case <-tick.C:
 		}
 	}
