@@ -302,7 +302,7 @@ func committed(ctx context.Context, db *pgxpool.Pool, run string) (int64, error)
 // awaitCommitted polls until target logs are committed, the consumer exits, the upload fails, or ctx ends.
 func awaitCommitted(ctx context.Context, db *pgxpool.Pool, run string, target int64, c *consumerProc, up *upload) (int64, error) {
 	uploaded := up.done
-	tick := time.NewTicker(20 * time.Millisecond)
+	tick := time.NewTicker(250 * time.Millisecond) // each poll sums the run's rows: not too often
 	defer tick.Stop()
 	for {
 		n, err := committed(ctx, db, run)
