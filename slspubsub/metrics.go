@@ -231,9 +231,11 @@ func (s *Subscriber) ShardLag(ctx context.Context, topic string) ([]ShardLag, er
 		id int
 		tr *ackTracker
 	}
-	var shards []shard
 	s.mu.Lock()
-	for _, sub := range s.subs[topic] {
+	subs := slices.Clone(s.subs[topic])
+	s.mu.Unlock()
+	var shards []shard
+	for _, sub := range subs { // s.mu is not held: no lock order with sub.mu to keep
 		sub.mu.Lock()
 		for id, w := range sub.workers {
 			if st := w.st.Load(); st != nil {
@@ -242,7 +244,6 @@ func (s *Subscriber) ShardLag(ctx context.Context, topic string) ([]ShardLag, er
 		}
 		sub.mu.Unlock()
 	}
-	s.mu.Unlock()
 
 	out := make([]ShardLag, len(shards))
 	errs := make([]error, len(shards))
