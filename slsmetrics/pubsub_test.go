@@ -184,3 +184,73 @@ func assertNoSecret(t *testing.T, f families, secrets ...string) {
 		}
 	}
 }
+
+// TestPublisherRetryCodesOfTransportFailures: a reset connection and a request that outlives
+// ClientConfig.RequestTimeout are retried, and counted under the codes network and timeout.
+func TestPublisherRetryCodesOfTransportFailures(t *testing.T) {
+	const logstore = "events"
+	env := slsEnv(t, nil, logstore, 1)
+	env.Server.InjectFault(slstest.Fault{Op: slstest.OpPutLogs, Times: 1, Reset: true})
+	env.Server.InjectFault(slstest.Fault{Op: slstest.OpPutLogs, Skip: 1, Times: 1, Latency: 2 * time.Second})
+	reg := prometheus.NewRegistry()
+	pm, err := slsmetrics.NewPublisherMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc := clientConfig(env)
+	cc.RequestTimeout = 300 * time.Millisecond
+	pub, err := slspubsub.NewPublisher(slspubsub.PublisherConfig{ClientConfig: cc, Metrics: pm, RetryInitialBackoff: time.Millisecond}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = pub.Close() })
+	if err := pub.Publish(logstore, message.NewMessage("a", []byte("x"))); err != nil {
+		t.Fatal(err)
+	}
+	f := gather(t, reg)
+	for _, code := range []string{"network", "timeout"} {
+		if v, _ := f.sum("watermill_sls_publisher_retries_total", "code", code); v != 1 {
+			t.Errorf("retries_total{code=%s} = %v, want 1 (%s)", code, v, f.series("watermill_sls_publisher_retries_total"))
+		}
+	}
+	if v, _ := f.sum("watermill_sls_publisher_logs_total"); v != 1 {
+		t.Errorf("logs_total = %v, want 1", v)
+	}
+}
+
+// TestSubscriberLagErrors: while SLS fails GetCursor, a scrape has no lag series and counts the failure;
+// once SLS answers again the lag is back.
+func TestSubscriberLagErrors(t *testing.T) {
+	const logstore = "events"
+	env := slsEnv(t, nil, logstore, 1)
+	reg := prometheus.NewRegistry()
+	sub, err := slspubsub.NewSubscriber(slspubsub.SubscriberConfig{ClientConfig: clientConfig(env),
+		FetchInterval: 5 * time.Millisecond}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Close() })
+	if _, err := slsmetrics.NewSubscriberCollector(reg, sub, []string{logstore}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	if _, err := sub.Subscribe(ctx, logstore); err != nil {
+		t.Fatal(err)
+	}
+	const lag = "watermill_sls_subscriber_shard_lag_log_groups"
+	pollGather(t, reg, "the shard's lag", func(f families) bool { _, n := f.sum(lag); return n == 1 }, lag)
+
+	remove := env.Server.InjectFault(slstest.ErrorFault(slstest.OpGetCursor, 500, "InternalServerError"))
+	f := gather(t, reg)
+	if _, n := f.sum(lag); n != 0 {
+		t.Errorf("lag series while GetCursor fails: %s", f.series(lag))
+	}
+	if v, _ := f.sum("watermill_sls_subscriber_lag_errors_total", "logstore", logstore); v != 1 {
+		t.Errorf("lag_errors_total = %v, want 1", v)
+	}
+	remove()
+	if _, n := gather(t, reg).sum(lag); n != 1 {
+		t.Errorf("no lag series once GetCursor answers again")
+	}
+}
