@@ -12,12 +12,14 @@
 //	rm, _ := slsmetrics.NewRelayMetrics(reg)      // outbox.RelayConfig.Metrics
 //	slsmetrics.NewSubscriberCollector(reg, sub, []string{"logstore"}) // lag, watermarks, alignment
 //	slsmetrics.NewOutboxCollector(reg, pool, outbox.Table{})          // pending and parked rows
+//	slsmetrics.NewKafkaSinkCollector(reg, sink, "name")               // exactly-once into Kafka
 //
 // Every constructor takes the prometheus.Registerer to register with and Options: WithNamespace (default
 // "watermill_sls"), WithConstLabels, WithScrapeTimeout (default 5 s, for the collectors). The observer
 // implementations may be shared by several Publishers, Subscribers, handlers or relays (the logstore,
 // consumer or topic is a label), and a second call on one registry returns metrics sharing the registered
-// ones. Register one SubscriberCollector per Subscriber and one OutboxCollector per table.
+// ones. Register one SubscriberCollector per Subscriber, one OutboxCollector per table and one KafkaSinkCollector per
+// sink.
 //
 // Watermill's own metrics (components/metrics: messages published and received by topic, handler execution
 // time by handler, through the router) count what the router sees; this package counts what SLS, PostgreSQL
@@ -28,7 +30,7 @@
 // Names with the default namespace. Units are in the names (seconds, bytes) or are counts. Labels are
 // bounded: logstore, shard (an SLS shard id), code (SLS's error code, e.g. ShardWriteQuotaExceed, or one of
 // ok, timeout, canceled, network, http_<status>: see slspubsub.ErrorCode), consumer
-// (exactlyonce.HandlerConfig.Consumer), topic (the outbox row's topic), table (the outbox table), state,
+// (exactlyonce.HandlerConfig.Consumer), sink (the name given to NewKafkaSinkCollector), topic (the outbox row's topic), table (the outbox table), state,
 // outcome and result (fixed sets). No label holds message ids, keys or credentials.
 //
 // From NewPublisherMetrics (pushed by the Publisher on every PutLogs attempt):
@@ -67,6 +69,11 @@
 //	watermill_sls_exactlyonce_messages_total            counter    consumer, result   messages: applied, skipped (duplicates), failed
 //	watermill_sls_exactlyonce_transaction_duration_seconds histogram consumer         BEGIN to COMMIT or rollback
 //	watermill_sls_exactlyonce_transaction_messages      histogram  consumer          messages per transaction (batch size)
+//
+// From NewKafkaSinkCollector (exactlyonce.KafkaSink.Stats, read at scrape time):
+//
+//	watermill_sls_exactlyonce_kafka_sink_transactions_total counter sink, outcome  Kafka transactions: committed or aborted
+//	watermill_sls_exactlyonce_kafka_sink_messages_total counter    sink              consumed messages whose outputs and positions committed
 //
 // From NewRelayMetrics (pushed by outbox Relays):
 //

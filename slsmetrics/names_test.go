@@ -95,10 +95,22 @@ func TestMetricNamesDocumented(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	brokers := testutil.Kafka(t, "eo-positions", "out")
+	sink, err := exactlyonce.NewKafkaSink(exactlyonce.KafkaSinkConfig{Brokers: brokers, Consumer: "c",
+		TransactionalID: "c-0", PositionsTopic: "eo-positions", OutputTopic: "out"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sink.Close() })
+	kc, err := slsmetrics.NewKafkaSinkCollector(reg, sink, "c-0")
+	if err != nil {
+		t.Fatal(err)
+	}
+
 	// Names and labels, from the descriptors of everything registered.
 	registered := map[string][]string{}
 	ch := make(chan *prometheus.Desc, 100)
-	for _, c := range []interface{ Describe(chan<- *prometheus.Desc) }{sc, oc} {
+	for _, c := range []interface{ Describe(chan<- *prometheus.Desc) }{sc, oc, kc} {
 		c.Describe(ch)
 	}
 	close(ch)
