@@ -256,6 +256,8 @@ func TestRelayConfigValidation(t *testing.T) {
 		{"transactional without name", outbox.RelayConfig{TransactionalPublisher: txnStub{}}, []string{"Name"}},
 		{"negatives", outbox.RelayConfig{Publisher: &collector{}, BatchSize: -1, MaxAttempts: -2, PollInterval: -time.Second},
 			[]string{"BatchSize", "MaxAttempts", "PollInterval"}},
+		{"publish batch", outbox.RelayConfig{Publisher: &collector{}, MaxMessagesPerPublish: -1, BatchSize: 200_000},
+			[]string{"MaxMessagesPerPublish", "BatchSize"}},
 		{"backoff order", outbox.RelayConfig{Publisher: &collector{}, RetryInitialBackoff: time.Minute, RetryMaxBackoff: time.Second},
 			[]string{"RetryMaxBackoff"}},
 		{"table", outbox.RelayConfig{Publisher: &collector{}, Table: outbox.Table{Schema: "a b"}}, []string{"Table.Schema"}},

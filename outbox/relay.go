@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
@@ -217,10 +218,7 @@ func (r *Relay) relayBatch(ctx context.Context) (batchResult, error) {
 		return batchResult{endOfKeys: end}, err
 	}
 	delivered, failures := r.publishRows(work, rows)
-	if err := r.config.Table.markDelivered(work, tx, delivered); err != nil {
-		return batchResult{}, err
-	}
-	if err := r.config.Table.markFailed(work, tx, failures); err != nil {
+	if err := r.config.Table.mark(work, tx, delivered, failures, r.config.DeleteOnDelivery); err != nil {
 		return batchResult{}, err
 	}
 	if err := tx.Commit(work); err != nil {
@@ -283,43 +281,175 @@ func chains(rows []*row) [][]*row {
 	return out
 }
 
-// publishRows publishes rows through the Publisher, keys concurrently, each key's rows in order. A failure
-// stops its key: later rows of that key are left for a later batch (not counted as attempts).
+// publishCall is one Publish call: runs of rows of one topic, each run a prefix of what is left of one
+// chain (so of at most one ordering key), in id order.
+type publishCall struct {
+	topic string
+	runs  []run
+	size  int // rows in runs
+}
+
+// run is the rows a round publishes of one chain.
+type run struct {
+	chain  int // index of the chain in the round's pending chains
+	rows   []*row
+	msgs   []*message.Message // rows' messages, built by publishCall
+	bad    *row               // the row after rows whose message could not be built, or nil
+	badErr error
+}
+
+// planRound takes from every pending chain its next run (consecutive rows of one topic, at most max) and
+// packs the runs into calls of at most max rows, one topic per call. A chain is in at most one call of a
+// round, so the calls of a round can run concurrently without reordering a key.
+func planRound(pending [][]*row, max int) []*publishCall {
+	var calls []*publishCall
+	open := map[string]*publishCall{} // topic -> its call being filled
+	for i, chain := range pending {
+		n := 1
+		for n < len(chain) && n < max && chain[n].topic == chain[0].topic {
+			n++
+		}
+		topic := chain[0].topic
+		c := open[topic]
+		if c == nil || c.size+n > max {
+			c = &publishCall{topic: topic}
+			open[topic] = c
+			calls = append(calls, c)
+		}
+		c.runs = append(c.runs, run{chain: i, rows: chain[:n]})
+		c.size += n
+	}
+	return calls
+}
+
+// publishRows publishes rows (in id order) through the Publisher and returns the ids it delivered and the
+// failures. It works in rounds: each round publishes, for every key, its next rows of one topic (up to
+// MaxMessagesPerPublish), packed with other keys' rows into as few Publish calls as MaxMessagesPerPublish
+// allows, the calls running concurrently (up to MaxConcurrentPublishes). The runs of a call that failed are
+// published again one row per call, each in order, so that the failure is attributed to its row (rows of the
+// call that were written are written again: at least once). A key stops at its first failed row; its later
+// rows are left for a later batch (not counted as attempts).
 func (r *Relay) publishRows(ctx context.Context, rows []*row) (delivered []int64, failures []failure) {
 	ctx, cancel := context.WithTimeout(ctx, r.config.PublishTimeout)
 	defer cancel()
+	pending := chains(rows)
+	delivered = make([]int64, 0, len(rows))
 	var mu sync.Mutex
-	var wg sync.WaitGroup
 	sem := make(chan struct{}, r.config.MaxConcurrentPublishes)
-	for _, chain := range chains(rows) {
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			ok, f := r.publishChain(ctx, chain)
-			mu.Lock()
-			delivered = append(delivered, ok...)
-			failures = append(failures, f...)
-			mu.Unlock()
-		})
+	concurrently := func(n int, f func(i int)) {
+		var wg sync.WaitGroup
+		for i := range n {
+			sem <- struct{}{}
+			wg.Go(func() {
+				defer func() { <-sem }()
+				f(i)
+			})
+		}
+		wg.Wait()
 	}
-	wg.Wait()
+	for len(pending) > 0 {
+		calls := planRound(pending, r.config.MaxMessagesPerPublish)
+		stopped := make([]bool, len(pending))
+		var retry []run
+		fail := func(rn run, rw *row, err error) {
+			failures = append(failures, r.failures([]*row{rw}, err)[0])
+			stopped[rn.chain] = true
+		}
+		settle := func(rn run, ok []int64, bad *row, err error) {
+			mu.Lock()
+			defer mu.Unlock()
+			delivered = append(delivered, ok...)
+			if bad != nil {
+				fail(rn, bad, err)
+			}
+		}
+		concurrently(len(calls), func(i int) {
+			if failed := r.publishCall(ctx, calls[i], settle); len(failed) > 0 {
+				mu.Lock()
+				retry = append(retry, failed...)
+				mu.Unlock()
+			}
+		})
+		concurrently(len(retry), func(i int) {
+			ok, bad, err := r.publishOneByOne(retry[i])
+			settle(retry[i], ok, bad, err)
+		})
+		next := pending[:0]
+		for _, c := range calls {
+			for _, rn := range c.runs {
+				if rest := pending[rn.chain][len(rn.rows):]; !stopped[rn.chain] && len(rest) > 0 {
+					next = append(next, rest)
+				}
+			}
+		}
+		pending = next
+	}
 	return delivered, failures
 }
 
-// publishChain publishes a key's rows one Publish call each, so that a failure is attributed to its row.
-func (r *Relay) publishChain(ctx context.Context, chain []*row) ([]int64, []failure) {
-	var ok []int64
-	for _, rw := range chain {
-		msg, err := rw.message(ctx)
-		if err == nil {
-			err = r.config.Publisher.Publish(rw.topic, msg)
+// publishCall publishes call's runs in one Publish call and settles each run: the ids delivered and the row
+// that failed, if any (a row whose message cannot be built fails and cuts its run before it). When a call of
+// several rows fails, it returns its runs (with their messages) for publishOneByOne instead of settling them.
+func (r *Relay) publishCall(ctx context.Context, call *publishCall, settle func(rn run, ok []int64, bad *row, err error)) (retry []run) {
+	msgs := make([]*message.Message, 0, call.size)
+	for j := range call.runs {
+		rn := &call.runs[j]
+		rn.msgs = make([]*message.Message, 0, len(rn.rows))
+		for i, rw := range rn.rows {
+			msg, err := rw.message(ctx)
+			if err != nil {
+				rn.bad, rn.badErr = rw, err
+				rn.rows = rn.rows[:i]
+				break
+			}
+			rn.msgs = append(rn.msgs, msg)
 		}
-		if err != nil {
-			return ok, r.failures([]*row{rw}, fmt.Errorf("publish to %q: %w", rw.topic, err))
+		msgs = append(msgs, rn.msgs...)
+	}
+	var err error
+	if len(msgs) > 0 {
+		err = r.config.Publisher.Publish(call.topic, msgs...)
+	}
+	if err != nil && len(msgs) > 1 {
+		for _, rn := range call.runs {
+			if len(rn.rows) > 0 {
+				retry = append(retry, rn)
+			} else {
+				settle(rn, nil, rn.bad, rn.badErr)
+			}
+		}
+		return retry
+	}
+	for _, rn := range call.runs {
+		switch {
+		case err != nil && len(rn.rows) == 1:
+			settle(rn, nil, rn.rows[0], fmt.Errorf("publish to %q: %w", call.topic, err))
+		default:
+			settle(rn, ids(rn.rows), rn.bad, rn.badErr)
+		}
+	}
+	return nil
+}
+
+// publishOneByOne publishes rn's rows one Publish call each, in order, and stops at the first failure, which
+// it returns with its row; after the last row it returns rn's unbuildable row, if any.
+func (r *Relay) publishOneByOne(rn run) (ok []int64, bad *row, err error) {
+	topic := rn.rows[0].topic
+	for i, rw := range rn.rows {
+		if err := r.config.Publisher.Publish(topic, rn.msgs[i]); err != nil {
+			return ok, rw, fmt.Errorf("publish to %q: %w", topic, err)
 		}
 		ok = append(ok, rw.id)
 	}
-	return ok, nil
+	return ok, rn.bad, rn.badErr
+}
+
+func ids(rows []*row) []int64 {
+	out := make([]int64, len(rows))
+	for i, rw := range rows {
+		out[i] = rw.id
+	}
+	return out
 }
 
 func (r *Relay) failures(rows []*row, err error) []failure {

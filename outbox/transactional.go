@@ -57,7 +57,7 @@ func (r *Relay) recover(ctx context.Context) error {
 		return fmt.Errorf("outbox: recover relay %q: %w", r.config.Name, err)
 	}
 	return pgx.BeginFunc(ctx, r.db, func(tx pgx.Tx) error {
-		if err := r.config.Table.markDelivered(ctx, tx, ids); err != nil {
+		if err := r.config.Table.markDelivered(ctx, tx, ids, r.config.DeleteOnDelivery); err != nil {
 			return err
 		}
 		_, err := tx.Exec(ctx, `UPDATE `+r.config.Table.ident()+` SET owner = NULL
@@ -104,7 +104,7 @@ func (r *Relay) relayTransactional(ctx context.Context) (batchResult, error) {
 		return r.afterFailedBatch(work, rows, pubErr)
 	}
 	if err := pgx.BeginFunc(work, r.db, func(tx pgx.Tx) error {
-		return r.config.Table.markDelivered(work, tx, ids)
+		return r.config.Table.markDelivered(work, tx, ids, r.config.DeleteOnDelivery)
 	}); err != nil {
 		// Committed in the destination but not marked: Recover marks them.
 		return batchResult{}, fmt.Errorf("%w: %w", errNeedRecover, err)
@@ -145,7 +145,7 @@ func (r *Relay) afterFailedBatch(ctx context.Context, rows []*row, pubErr error)
 	}
 	failures := r.failures(failed, fmt.Errorf("transactional publish: %w", pubErr))
 	err = pgx.BeginFunc(ctx, r.db, func(tx pgx.Tx) error {
-		if err := r.config.Table.markDelivered(ctx, tx, delivered); err != nil {
+		if err := r.config.Table.markDelivered(ctx, tx, delivered, r.config.DeleteOnDelivery); err != nil {
 			return err
 		}
 		if len(released) > 0 {
