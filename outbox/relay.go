@@ -374,12 +374,16 @@ func (r *Relay) publishRows(ctx context.Context, rows []*row) (delivered []int64
 			ok, bad, err := r.publishOneByOne(retry[i])
 			settle(retry[i], ok, bad, err)
 		})
-		next := pending[:0]
+		sent := make([]int, len(pending)) // rows of each chain this round published
 		for _, c := range calls {
 			for _, rn := range c.runs {
-				if rest := pending[rn.chain][len(rn.rows):]; !stopped[rn.chain] && len(rest) > 0 {
-					next = append(next, rest)
-				}
+				sent[rn.chain] = len(rn.rows)
+			}
+		}
+		next := make([][]*row, 0, len(pending))
+		for i, chain := range pending {
+			if rest := chain[sent[i]:]; !stopped[i] && len(rest) > 0 {
+				next = append(next, rest)
 			}
 		}
 		pending = next

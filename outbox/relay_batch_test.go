@@ -35,8 +35,8 @@ func (c *callRecorder) calls() []int {
 	return append([]int(nil), c.sizes...)
 }
 
-// TestRelayPacksRowsIntoFewPublishCalls: a backlog of 20 keys x 15 rows (two topics interleaved within each
-// key) and 10 unkeyed rows is relayed in Publish calls of several messages, never more than
+// TestRelayPacksRowsIntoFewPublishCalls: a backlog of 20 keys x 15 rows (two topics alternating in runs of 5
+// rows within each key, keys switching at different rows) and 10 unkeyed rows is relayed in Publish calls of several messages, never more than
 // MaxMessagesPerPublish, one topic per call, each key in commit order; with MaxMessagesPerPublish 1 every call
 // carries one message.
 func TestRelayPacksRowsIntoFewPublishCalls(t *testing.T) {
@@ -53,7 +53,7 @@ func TestRelayPacksRowsIntoFewPublishCalls(t *testing.T) {
 			for seq := range perKey {
 				for k := range keys {
 					msgs = append(msgs, keyed("key-"+strconv.Itoa(k), strconv.Itoa(seq)))
-					topics = append(topics, []string{"a", "b"}[seq/5%2]) // runs of 5 rows per topic
+					topics = append(topics, topicOf(k, seq)) // runs of 5 rows per topic, switching at different rows
 				}
 			}
 			for i := range unkeyed {
@@ -89,8 +89,9 @@ func TestRelayPacksRowsIntoFewPublishCalls(t *testing.T) {
 			for _, r := range got {
 				want := "a"
 				if r.key != "" {
+					k, _ := strconv.Atoi(r.key[len("key-"):])
 					seq, _ := strconv.Atoi(string(r.msg.Payload))
-					want = []string{"a", "b"}[seq/5%2]
+					want = topicOf(k, seq)
 				}
 				if r.topic != want {
 					t.Errorf("row %d (%s %s) published to %q, want %q", r.id, r.key, r.msg.Payload, r.topic, want)
@@ -110,6 +111,10 @@ func TestRelayPacksRowsIntoFewPublishCalls(t *testing.T) {
 		})
 	}
 }
+
+// topicOf is the topic of row seq of key k in TestRelayPacksRowsIntoFewPublishCalls: runs of 5 rows,
+// "a" then "b", shifted by the key so that a round's calls mix topics.
+func topicOf(k, seq int) string { return []string{"a", "b"}[(seq+k)/5%2] }
 
 // TestRelayFailedCallBlamesOneRow: a Publish call that fails because of one row (the destination refuses the
 // whole call) is retried one row per call: only that row counts a failed attempt, the rows of other keys in
