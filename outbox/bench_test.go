@@ -47,7 +47,7 @@ const (
 	benchRows       = 100_000
 	latencyRate     = 1000 // messages per second
 	latencyDuration = 10 * time.Second
-	latencyWorkers  = 16
+	latencyWorkers  = 64
 )
 
 // destination is the destination under benchmark: a Publisher that records when it accepted each message.

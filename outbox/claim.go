@@ -9,6 +9,7 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // MetadataOutboxID is the metadata key in which a relayed message carries its outbox row id (decimal). Ids
@@ -120,11 +121,14 @@ type keyCursor struct {
 // the window reached the end of the keyspace (the next window then starts from the first key again). It turns
 // JIT off for the rest of tx (the claim's cost estimate can make PostgreSQL JIT-compile it on every call,
 // which costs more than running it) and sets the other planSettingsSQL, in the same round trip as the first
-// scan.
-func (t Table) candidates(ctx context.Context, tx pgx.Tx, c *keyCursor, n int, owner *string) ([]int64, bool, error) {
+// scan; with begin, that round trip also opens the transaction.
+func (t Table) candidates(ctx context.Context, tx querier, begin bool, c *keyCursor, n int, owner *string) ([]int64, bool, error) {
 	var keys []string
 	var ids, unkeyed []int64
 	b := &pgx.Batch{}
+	if begin {
+		b.Queue(`BEGIN`)
+	}
 	b.Queue(planSettingsSQL)
 	b.Queue(t.headsSQL(), c.after, n).Query(func(rs pgx.Rows) error {
 		var err error
@@ -159,7 +163,7 @@ func (t Table) candidates(ctx context.Context, tx pgx.Tx, c *keyCursor, n int, o
 	return append(ids, unkeyed...), end, nil
 }
 
-func (t Table) headsAfter(ctx context.Context, tx pgx.Tx, after string, n int) ([]string, []int64, error) {
+func (t Table) headsAfter(ctx context.Context, tx querier, after string, n int) ([]string, []int64, error) {
 	if n <= 0 {
 		return nil, nil, nil
 	}
@@ -187,8 +191,11 @@ func scanHeads(rs pgx.Rows) (keys []string, ids []int64, err error) {
 // claim returns the rows to publish, in id order: for each key, its chain up to the first row that is not
 // ready (parked, waiting for a retry, or owned by another relay). It also reports whether the key window
 // reached the end of the keyspace.
-func (t Table) claim(ctx context.Context, tx pgx.Tx, c *keyCursor, batch int, owner *string) ([]*row, bool, error) {
-	cands, end, err := t.candidates(ctx, tx, c, 2*batch, owner)
+//
+// With begin, tx is a connection outside a transaction: claim opens one (BEGIN, in the first round trip),
+// which the caller must end, also when claim fails.
+func (t Table) claim(ctx context.Context, tx querier, begin bool, c *keyCursor, batch int, owner *string) ([]*row, bool, error) {
+	cands, end, err := t.candidates(ctx, tx, begin, c, 2*batch, owner)
 	if err != nil || len(cands) == 0 {
 		return nil, end, err
 	}
@@ -266,9 +273,10 @@ func (t Table) markDelivered(ctx context.Context, tx pgx.Tx, ids []int64, del bo
 	return nil
 }
 
-// mark records a batch's outcome in tx in one round trip: ids delivered (or deleted: del), failures as
-// markFailed does. tx must have run planSettingsSQL (claim does).
-func (t Table) mark(ctx context.Context, tx pgx.Tx, ids []int64, fs []failure, del bool) error {
+// markAndCommit records a batch's outcome in the transaction open on conn and commits it, in one round trip:
+// ids delivered (or deleted: del), failures as markFailed does. The transaction must have run planSettingsSQL
+// (claim does). After an error the transaction may still be open (aborted): the caller rolls it back.
+func (t Table) markAndCommit(ctx context.Context, conn querier, ids []int64, fs []failure, del bool) error {
 	b := &pgx.Batch{}
 	if len(ids) > 0 {
 		b.Queue(t.markDeliveredSQL(del), ids)
@@ -276,13 +284,18 @@ func (t Table) mark(ctx context.Context, tx pgx.Tx, ids []int64, fs []failure, d
 	if len(fs) > 0 {
 		b.Queue(t.markFailedSQL(), failureArgs(fs)...)
 	}
-	if b.Len() == 0 {
-		return nil
-	}
-	if err := tx.SendBatch(ctx, b).Close(); err != nil {
-		return t.tableError("mark relayed rows in", err)
+	b.Queue(`COMMIT`)
+	if err := conn.SendBatch(ctx, b).Close(); err != nil {
+		return t.tableError("mark relayed rows and commit in", err)
 	}
 	return nil
+}
+
+// querier is what the claim needs: a pgx.Tx, or a pool connection on which claim opens the transaction.
+type querier interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
 }
 
 // failure is one failed row: its new backoff, and whether it is parked now.

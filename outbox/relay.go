@@ -208,31 +208,39 @@ func (r *Relay) relayBatch(ctx context.Context) (batchResult, error) {
 	}
 	work, cancel := r.workContext(ctx)
 	defer cancel()
-	tx, err := r.db.Begin(work)
+	// The transaction runs on a connection of its own rather than a pgx.Tx, so that BEGIN travels with the
+	// claim's first statements and COMMIT with the marks: three round trips per batch.
+	conn, err := r.db.Acquire(work)
 	if err != nil {
-		return batchResult{}, fmt.Errorf("outbox: begin claim transaction: %w", err)
+		return batchResult{}, fmt.Errorf("outbox: acquire a connection to claim: %w", err)
 	}
-	defer rollback(tx)
-	rows, end, err := r.config.Table.claim(work, tx, &r.cursor, r.config.BatchSize, nil)
+	defer func() {
+		if conn.Conn().PgConn().TxStatus() != 'I' { // claim failed, nothing claimed, or marking failed
+			rollbackConn(conn)
+		}
+		conn.Release()
+	}()
+	rows, end, err := r.config.Table.claim(work, conn, true, &r.cursor, r.config.BatchSize, nil)
 	if err != nil || len(rows) == 0 {
 		return batchResult{endOfKeys: end}, err
 	}
 	delivered, failures := r.publishRows(work, rows)
-	if err := r.config.Table.mark(work, tx, delivered, failures, r.config.DeleteOnDelivery); err != nil {
+	if err := r.config.Table.markAndCommit(work, conn, delivered, failures, r.config.DeleteOnDelivery); err != nil {
 		return batchResult{}, err
-	}
-	if err := tx.Commit(work); err != nil {
-		return batchResult{}, fmt.Errorf("outbox: commit relayed batch: %w", err)
 	}
 	res := r.observe(rows, delivered, failures)
 	res.endOfKeys = end
 	return res, nil
 }
 
-func rollback(tx pgx.Tx) {
+// rollbackConn ends the transaction open on conn; a connection it cannot roll back is closed (the server
+// then rolls back), so that the pool never hands out a connection inside a transaction.
+func rollbackConn(conn *pgxpool.Conn) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	_ = tx.Rollback(ctx) // after Commit it is a no-op; after a lost connection the server rolls back
+	if _, err := conn.Exec(ctx, `ROLLBACK`); err != nil {
+		_ = conn.Conn().Close(ctx) // the server rolls back; the pool drops a closed connection
+	}
 }
 
 // observe reports a finished batch to Metrics.

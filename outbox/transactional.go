@@ -80,7 +80,7 @@ func (r *Relay) relayTransactional(ctx context.Context) (batchResult, error) {
 	var end bool
 	err := pgx.BeginFunc(work, r.db, func(tx pgx.Tx) error {
 		var err error
-		if rows, end, err = r.config.Table.claim(work, tx, &r.cursor, r.config.BatchSize, &name); err != nil || len(rows) == 0 {
+		if rows, end, err = r.config.Table.claim(work, tx, false, &r.cursor, r.config.BatchSize, &name); err != nil || len(rows) == 0 {
 			return err
 		}
 		ids := make([]int64, len(rows))
