@@ -38,8 +38,8 @@ import (
 //
 // Destinations (identical for both sides): "gochannel", Watermill's in-memory Pub/Sub with a subscriber that
 // acks every message, and "sls", the slspubsub Publisher writing over HTTP to the in-process SLS emulator
-// (4 shards, the message's ordering key as hash key, so per-key order holds for both). A message counts as
-// delivered when the destination's Publish returned nil for it.
+// (4 shards, the message's ordering key as hash key in 4 buckets, so per-key order holds for both). A message
+// counts as delivered when the destination's Publish returned nil for it.
 
 const (
 	benchTopic      = "events"
@@ -130,10 +130,12 @@ func slsDest(b *testing.B) *destination {
 		ClientConfig: slspubsub.ClientConfig{Endpoint: env.Endpoint, Project: project,
 			AccessKeyID: env.AccessKeyID, AccessKeySecret: env.AccessKeySecret, HTTPClient: env.HTTPClient},
 		// The application's ordering key, which both sides' messages carry (the outbox keeps the stored
-		// metadata), so that per-key order holds for both.
+		// metadata), so that per-key order holds for both; keys in 4 buckets (one per shard), so that one
+		// request can carry many keys.
 		HashKey: func(_ string, m *message.Message) (string, error) {
 			return m.Metadata.Get(outbox.DefaultOrderingKeyMetadata), nil
 		},
+		HashBuckets: 4,
 	}, nil)
 	if err != nil {
 		b.Fatal(err)
