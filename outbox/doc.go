@@ -53,7 +53,8 @@
 // A Relay (NewRelay, Run) loops: claim a batch, publish it, mark it, commit. It sleeps until a notification
 // (LISTEN on one pool connection) or PollInterval, whichever comes first; RelayConfig.DisableListen polls only,
 // for PgBouncer-style poolers in transaction mode. Run several relays (processes) on one table to share the
-// work. Each relayed message carries its row id in metadata MetadataOutboxID and its ordering key in
+// work; within a relay, RelayConfig.Workers batches are worked on at once, each in its own transaction, as
+// that many relays would. Each relayed message carries its row id in metadata MetadataOutboxID and its ordering key in
 // MetadataOrderingKey: ids of one key increase in commit order, so a destination can use the id as a per-key
 // sequence id for idempotent writes.
 //

@@ -22,7 +22,7 @@ type Relay struct {
 	logger watermill.LoggerAdapter
 
 	running sync.Mutex // one Run at a time
-	cursor  keyCursor  // where the next claim looks in the keyspace; used by Run's goroutine only
+	cursor  keyCursor  // where the first worker's next claim looks in the keyspace; used by it only
 }
 
 // NewRelay returns a Relay reading the outbox table through db. A nil logger discards logs.
@@ -41,8 +41,9 @@ func NewRelay(db *pgxpool.Pool, config RelayConfig, logger watermill.LoggerAdapt
 	return &Relay{db: db, config: config, logger: logger}, nil
 }
 
-// Run relays until ctx is cancelled, then finishes the batch it holds (for at most ShutdownTimeout; an
-// unfinished batch is released, its rows relayed again later) and returns nil. It returns an error at once
+// Run relays until ctx is cancelled, with RelayConfig.Workers batches at a time, then finishes the batches it
+// holds (for at most ShutdownTimeout; an unfinished batch is released, its rows relayed again later) and
+// returns nil. It returns an error at once
 // when the outbox table does not exist (*MissingTableError). Other errors (database, destination) are
 // retried; they reach Metrics and the logger. Every goroutine Run starts has ended when it returns.
 func (r *Relay) Run(ctx context.Context) error {
@@ -62,12 +63,25 @@ func (r *Relay) Run(ctx context.Context) error {
 
 	wake := make(chan struct{}, 1)
 	var wg sync.WaitGroup
+	defer wg.Wait()
 	if !r.config.DisableListen {
 		wg.Go(func() { r.listen(ctx, wake) })
 	}
-	defer wg.Wait()
+	for i := range r.config.Workers {
+		cursor := &r.cursor
+		if i > 0 {
+			cursor = &keyCursor{}
+		}
+		wg.Go(func() { r.work(ctx, wake, cursor, i == 0) })
+	}
+	return nil
+}
 
+// work is one worker's loop: claim a batch, publish, mark, until ctx ends. The first worker (maintenance)
+// also deletes expired rows and, with a TransactionalPublisher (then the only worker), recovers.
+func (r *Relay) work(ctx context.Context, wake <-chan struct{}, cursor *keyCursor, maintenance bool) {
 	needRecover := r.config.TransactionalPublisher != nil
+	retention := maintenance && r.config.Retention >= 0
 	nextRetention := time.Now()
 	for ctx.Err() == nil {
 		if needRecover {
@@ -78,13 +92,13 @@ func (r *Relay) Run(ctx context.Context) error {
 			}
 			needRecover = false
 		}
-		if r.config.Retention >= 0 && !time.Now().Before(nextRetention) {
+		if retention && !time.Now().Before(nextRetention) {
 			if err := r.deleteExpired(ctx); err != nil && ctx.Err() == nil {
 				r.report(err)
 			}
 			nextRetention = time.Now().Add(r.config.RetentionInterval)
 		}
-		res, err := r.relayBatch(ctx)
+		res, err := r.relayBatch(ctx, cursor)
 		if err != nil {
 			if errors.Is(err, errNeedRecover) {
 				needRecover = true
@@ -102,12 +116,11 @@ func (r *Relay) Run(ctx context.Context) error {
 		if res.retryIn > 0 && res.retryIn < wait {
 			wait = res.retryIn
 		}
-		if d := time.Until(nextRetention); r.config.Retention >= 0 && d < wait {
+		if d := time.Until(nextRetention); retention && d < wait {
 			wait = max(d, 0)
 		}
 		r.waitForWork(ctx, wake, wait)
 	}
-	return nil
 }
 
 func (r *Relay) checkTable(ctx context.Context) error {
@@ -202,9 +215,9 @@ type batchResult struct {
 	retryIn   time.Duration // earliest retry among the batch's failures, 0 if none
 }
 
-func (r *Relay) relayBatch(ctx context.Context) (batchResult, error) {
+func (r *Relay) relayBatch(ctx context.Context, cursor *keyCursor) (batchResult, error) {
 	if r.config.TransactionalPublisher != nil {
-		return r.relayTransactional(ctx)
+		return r.relayTransactional(ctx, cursor)
 	}
 	work, cancel := r.workContext(ctx)
 	defer cancel()
@@ -220,7 +233,7 @@ func (r *Relay) relayBatch(ctx context.Context) (batchResult, error) {
 		}
 		conn.Release()
 	}()
-	rows, end, err := r.config.Table.claim(work, conn, true, &r.cursor, r.config.BatchSize, nil)
+	rows, end, err := r.config.Table.claim(work, conn, true, cursor, r.config.BatchSize, nil)
 	if err != nil || len(rows) == 0 {
 		return batchResult{endOfKeys: end}, err
 	}

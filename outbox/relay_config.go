@@ -41,6 +41,13 @@ type RelayConfig struct {
 	// 100 000.
 	BatchSize int
 
+	// Workers is how many batches the relay works on at once, each in its own transaction on its own pool
+	// connection, as that many relays would: while one worker publishes its batch, another claims and
+	// publishes other keys (a key is in one batch at a time, see the package documentation), so one slow
+	// batch does not hold back the rows of every key. Size the pool for Workers connections plus one for
+	// LISTEN. Must be 1 with TransactionalPublisher (its default there). Default: 2.
+	Workers int
+
 	// MaxMessagesPerPublish is the most rows (messages) one Publish call carries (with Publisher; see there).
 	// 1 publishes one row per call. Default: 100.
 	MaxMessagesPerPublish int
@@ -111,6 +118,10 @@ func (c *RelayConfig) setDefaults() {
 		}
 	}
 	def(&c.BatchSize, 500)
+	if c.TransactionalPublisher != nil {
+		def(&c.Workers, 1)
+	}
+	def(&c.Workers, 2)
 	def(&c.MaxMessagesPerPublish, 100)
 	def(&c.MaxConcurrentPublishes, 16)
 	def(&c.MaxAttempts, 10)
@@ -149,12 +160,15 @@ func (c RelayConfig) Validate() error {
 	if len(c.Name) > 200 {
 		bad("Name", "is %d bytes long, more than 200", len(c.Name))
 	}
-	positive := map[string]int{"BatchSize": c.BatchSize, "MaxMessagesPerPublish": c.MaxMessagesPerPublish,
+	positive := map[string]int{"BatchSize": c.BatchSize, "Workers": c.Workers, "MaxMessagesPerPublish": c.MaxMessagesPerPublish,
 		"MaxConcurrentPublishes": c.MaxConcurrentPublishes, "MaxAttempts": c.MaxAttempts}
-	for _, f := range []string{"BatchSize", "MaxMessagesPerPublish", "MaxConcurrentPublishes", "MaxAttempts"} {
+	for _, f := range []string{"BatchSize", "Workers", "MaxMessagesPerPublish", "MaxConcurrentPublishes", "MaxAttempts"} {
 		if positive[f] < 1 {
 			bad(f, "%d is not positive", positive[f])
 		}
+	}
+	if c.TransactionalPublisher != nil && c.Workers > 1 {
+		bad("Workers", "is %d; it must be 1 with TransactionalPublisher (one transactional producer per relay Name)", c.Workers)
 	}
 	if c.BatchSize > maxBatchSize {
 		bad("BatchSize", "%d is more than %d", c.BatchSize, maxBatchSize)

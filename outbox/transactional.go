@@ -72,7 +72,7 @@ func (r *Relay) recover(ctx context.Context) error {
 // relayTransactional claims a batch and commits the claim (rows owned by this relay's name), publishes it in
 // one destination transaction, then marks it delivered. A crash after the destination commit leaves the rows
 // owned: no other relay takes them, and this relay's Recover marks them on restart.
-func (r *Relay) relayTransactional(ctx context.Context) (batchResult, error) {
+func (r *Relay) relayTransactional(ctx context.Context, cursor *keyCursor) (batchResult, error) {
 	work, cancel := r.workContext(ctx)
 	defer cancel()
 	name := r.config.Name
@@ -80,7 +80,7 @@ func (r *Relay) relayTransactional(ctx context.Context) (batchResult, error) {
 	var end bool
 	err := pgx.BeginFunc(work, r.db, func(tx pgx.Tx) error {
 		var err error
-		if rows, end, err = r.config.Table.claim(work, tx, false, &r.cursor, r.config.BatchSize, &name); err != nil || len(rows) == 0 {
+		if rows, end, err = r.config.Table.claim(work, tx, false, cursor, r.config.BatchSize, &name); err != nil || len(rows) == 0 {
 			return err
 		}
 		ids := make([]int64, len(rows))
