@@ -9,6 +9,7 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // MetadataOutboxID is the metadata key in which a relayed message carries its outbox row id (decimal). Ids
@@ -33,6 +34,16 @@ type row struct {
 	attempts    int
 	ready       bool
 }
+
+// planSettingsSQL sets, for the rest of the transaction, planner settings for the relay's statements, which
+// are all meant to run as index lookups whatever the size of the table: JIT off (the claim's cost estimate
+// can make PostgreSQL JIT-compile it on every call, which costs more than running it), a custom plan for every
+// execution of a prepared statement (a generic plan does not know the batch's ids and sizes), and no
+// sequential or bitmap scans, hash or merge joins (statistics taken before a backlog, or while the table was
+// small, make those look cheaper than the index, and then each batch reads the whole table).
+const planSettingsSQL = `SELECT set_config('jit', 'off', true), set_config('plan_cache_mode', 'force_custom_plan', true),
+	set_config('enable_seqscan', 'off', true), set_config('enable_bitmapscan', 'off', true),
+	set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true)`
 
 // headsSQL returns the head (oldest undelivered row) of each ordering key after $1 in key order, at most $2
 // keys: a loose index scan of the key index, one index descent per key, so its cost does not grow with the
@@ -69,6 +80,12 @@ func (t Table) unkeyedSQL() string {
 //   - the batch is the first $1 rows in id order, which keeps a prefix of every key's chain.
 //
 // $1 batch size, $2 relay name or NULL, $3 candidate head ids.
+//
+// Heads are looked up by primary key: "(o.delivered_at IS NULL) IS TRUE" means "o.delivered_at IS NULL",
+// but does not let the planner scan the partial indexes (all undelivered rows) instead, which it would when
+// its statistics predate a backlog. Followers are read from the key index (ordering_key, id), a key's undelivered rows in id order from its
+// head. "y.id + 0" keeps the planner from walking the primary key from the head's id instead, filtering the
+// rows of every other key on the way (which it prefers when its statistics predate the backlog).
 func (t Table) claimSQL() string {
 	tbl := t.ident()
 	cols := `x.id, x.topic, x.ordering_key, x.uuid, x.metadata, x.payload, x.created_at, x.attempts,
@@ -76,7 +93,7 @@ func (t Table) claimSQL() string {
 	return `WITH heads AS (
 	SELECT o.id, o.ordering_key FROM ` + tbl + ` o
 	WHERE o.id = ANY($3::bigint[])
-		AND o.delivered_at IS NULL AND o.parked_at IS NULL AND o.next_attempt_at <= now()
+		AND (o.delivered_at IS NULL) IS TRUE AND o.parked_at IS NULL AND o.next_attempt_at <= now()
 		AND (o.owner IS NULL OR o.owner = $2)
 	ORDER BY o.id
 	LIMIT $1
@@ -85,7 +102,7 @@ func (t Table) claimSQL() string {
 SELECT * FROM (
 	SELECT ` + cols + ` FROM heads h CROSS JOIN LATERAL (
 		SELECT * FROM ` + tbl + ` y
-		WHERE y.ordering_key = h.ordering_key AND y.delivered_at IS NULL AND y.id >= h.id
+		WHERE y.ordering_key = h.ordering_key AND y.delivered_at IS NULL AND y.id + 0 >= h.id
 		ORDER BY y.ordering_key, y.id LIMIT (SELECT ceil($1::float8 / count(*))::int FROM heads)) x
 	WHERE h.ordering_key IS NOT NULL
 	UNION ALL
@@ -101,11 +118,30 @@ type keyCursor struct {
 }
 
 // candidates returns the ids of the heads of the next window of n keys, the oldest unkeyed rows, and whether
-// the window reached the end of the keyspace (the next window then starts from the first key again).
-func (t Table) candidates(ctx context.Context, tx pgx.Tx, c *keyCursor, n int, owner *string) ([]int64, bool, error) {
-	keys, ids, err := t.headsAfter(ctx, tx, c.after, n)
-	if err != nil {
-		return nil, false, err
+// the window reached the end of the keyspace (the next window then starts from the first key again). It turns
+// JIT off for the rest of tx (the claim's cost estimate can make PostgreSQL JIT-compile it on every call,
+// which costs more than running it) and sets the other planSettingsSQL, in the same round trip as the first
+// scan; with begin, that round trip also opens the transaction.
+func (t Table) candidates(ctx context.Context, tx querier, begin bool, c *keyCursor, n int, owner *string) ([]int64, bool, error) {
+	var keys []string
+	var ids, unkeyed []int64
+	b := &pgx.Batch{}
+	if begin {
+		b.Queue(`BEGIN`)
+	}
+	b.Queue(planSettingsSQL)
+	b.Queue(t.headsSQL(), c.after, n).Query(func(rs pgx.Rows) error {
+		var err error
+		keys, ids, err = scanHeads(rs)
+		return err
+	})
+	b.Queue(t.unkeyedSQL(), n, owner).Query(func(rs pgx.Rows) error {
+		var err error
+		unkeyed, err = pgx.CollectRows(rs, pgx.RowTo[int64])
+		return err
+	})
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return nil, false, t.tableError("claim rows from", err)
 	}
 	end := len(keys) < n
 	switch {
@@ -124,18 +160,10 @@ func (t Table) candidates(ctx context.Context, tx pgx.Tx, c *keyCursor, n int, o
 		}
 		c.after = ""
 	}
-	rs, err := tx.Query(ctx, t.unkeyedSQL(), n, owner)
-	if err != nil {
-		return nil, false, t.tableError("claim rows from", err)
-	}
-	unkeyed, err := pgx.CollectRows(rs, pgx.RowTo[int64])
-	if err != nil {
-		return nil, false, t.tableError("claim rows from", err)
-	}
 	return append(ids, unkeyed...), end, nil
 }
 
-func (t Table) headsAfter(ctx context.Context, tx pgx.Tx, after string, n int) ([]string, []int64, error) {
+func (t Table) headsAfter(ctx context.Context, tx querier, after string, n int) ([]string, []int64, error) {
 	if n <= 0 {
 		return nil, nil, nil
 	}
@@ -143,30 +171,31 @@ func (t Table) headsAfter(ctx context.Context, tx pgx.Tx, after string, n int) (
 	if err != nil {
 		return nil, nil, t.tableError("list keys of", err)
 	}
-	var keys []string
-	var ids []int64
-	var k string
-	var id int64
-	_, err = pgx.ForEachRow(rs, []any{&k, &id}, func() error {
-		keys, ids = append(keys, k), append(ids, id)
-		return nil
-	})
+	keys, ids, err := scanHeads(rs)
 	if err != nil {
 		return nil, nil, t.tableError("list keys of", err)
 	}
 	return keys, ids, nil
 }
 
+func scanHeads(rs pgx.Rows) (keys []string, ids []int64, err error) {
+	var k string
+	var id int64
+	_, err = pgx.ForEachRow(rs, []any{&k, &id}, func() error {
+		keys, ids = append(keys, k), append(ids, id)
+		return nil
+	})
+	return keys, ids, err
+}
+
 // claim returns the rows to publish, in id order: for each key, its chain up to the first row that is not
 // ready (parked, waiting for a retry, or owned by another relay). It also reports whether the key window
 // reached the end of the keyspace.
-func (t Table) claim(ctx context.Context, tx pgx.Tx, c *keyCursor, batch int, owner *string) ([]*row, bool, error) {
-	// The claim's cost estimate can make PostgreSQL JIT-compile it on every call, which costs more than
-	// running it.
-	if _, err := tx.Exec(ctx, `SET LOCAL jit = off`); err != nil {
-		return nil, false, fmt.Errorf("outbox: claim rows from %s: %w", t, err)
-	}
-	cands, end, err := t.candidates(ctx, tx, c, 2*batch, owner)
+//
+// With begin, tx is a connection outside a transaction: claim opens one (BEGIN, in the first round trip),
+// which the caller must end, also when claim fails.
+func (t Table) claim(ctx context.Context, tx querier, begin bool, c *keyCursor, batch int, owner *string) ([]*row, bool, error) {
+	cands, end, err := t.candidates(ctx, tx, begin, c, 2*batch, owner)
 	if err != nil || len(cands) == 0 {
 		return nil, end, err
 	}
@@ -220,17 +249,53 @@ func (r *row) message(ctx context.Context) (*message.Message, error) {
 	return msg, nil
 }
 
-// markDelivered marks ids delivered in tx.
-func (t Table) markDelivered(ctx context.Context, tx pgx.Tx, ids []int64) error {
+// markDeliveredSQL marks the rows of the ids in $1 delivered, or deletes them (del), by primary key lookups
+// ("(delivered_at IS NULL) IS TRUE" keeps the planner off the partial indexes, see claimSQL).
+func (t Table) markDeliveredSQL(del bool) string {
+	if del {
+		return `DELETE FROM ` + t.ident() + ` WHERE id = ANY($1) AND (delivered_at IS NULL) IS TRUE`
+	}
+	return `UPDATE ` + t.ident() + ` SET delivered_at = now(), attempts = attempts + 1, last_error = NULL
+		WHERE id = ANY($1) AND (delivered_at IS NULL) IS TRUE`
+}
+
+// markDelivered marks ids delivered in tx, or deletes them (del), with planSettingsSQL, in one round trip.
+func (t Table) markDelivered(ctx context.Context, tx pgx.Tx, ids []int64, del bool) error {
 	if len(ids) == 0 {
 		return nil
 	}
-	_, err := tx.Exec(ctx, `UPDATE `+t.ident()+` SET delivered_at = now(), attempts = attempts + 1, last_error = NULL
-		WHERE id = ANY($1) AND delivered_at IS NULL`, ids)
-	if err != nil {
+	b := &pgx.Batch{}
+	b.Queue(planSettingsSQL)
+	b.Queue(t.markDeliveredSQL(del), ids)
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
 		return t.tableError("mark rows delivered in", err)
 	}
 	return nil
+}
+
+// markAndCommit records a batch's outcome in the transaction open on conn and commits it, in one round trip:
+// ids delivered (or deleted: del), failures as markFailed does. The transaction must have run planSettingsSQL
+// (claim does). After an error the transaction may still be open (aborted): the caller rolls it back.
+func (t Table) markAndCommit(ctx context.Context, conn querier, ids []int64, fs []failure, del bool) error {
+	b := &pgx.Batch{}
+	if len(ids) > 0 {
+		b.Queue(t.markDeliveredSQL(del), ids)
+	}
+	if len(fs) > 0 {
+		b.Queue(t.markFailedSQL(), failureArgs(fs)...)
+	}
+	b.Queue(`COMMIT`)
+	if err := conn.SendBatch(ctx, b).Close(); err != nil {
+		return t.tableError("mark relayed rows and commit in", err)
+	}
+	return nil
+}
+
+// querier is what the claim needs: a pgx.Tx, or a pool connection on which claim opens the transaction.
+type querier interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
 }
 
 // failure is one failed row: its new backoff, and whether it is parked now.
@@ -247,6 +312,21 @@ func (t Table) markFailed(ctx context.Context, tx pgx.Tx, fs []failure) error {
 	if len(fs) == 0 {
 		return nil
 	}
+	if _, err := tx.Exec(ctx, t.markFailedSQL(), failureArgs(fs)...); err != nil {
+		return t.tableError("record failed attempts in", err)
+	}
+	return nil
+}
+
+func (t Table) markFailedSQL() string {
+	return `UPDATE ` + t.ident() + ` AS t SET attempts = t.attempts + 1, last_error = f.err,
+		next_attempt_at = now() + f.delay * interval '1 microsecond',
+		parked_at = CASE WHEN f.parked THEN now() END, owner = NULL
+		FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bool[]) AS f(id, err, delay, parked)
+		WHERE t.id = f.id AND (t.delivered_at IS NULL) IS TRUE`
+}
+
+func failureArgs(fs []failure) []any {
 	ids := make([]int64, len(fs))
 	errs := make([]string, len(fs))
 	delays := make([]int64, len(fs))
@@ -254,13 +334,5 @@ func (t Table) markFailed(ctx context.Context, tx pgx.Tx, fs []failure) error {
 	for i, f := range fs {
 		ids[i], errs[i], delays[i], parked[i] = f.row.id, f.err.Error(), f.delay.Microseconds(), f.parked
 	}
-	_, err := tx.Exec(ctx, `UPDATE `+t.ident()+` AS t SET attempts = t.attempts + 1, last_error = f.err,
-		next_attempt_at = now() + f.delay * interval '1 microsecond',
-		parked_at = CASE WHEN f.parked THEN now() END, owner = NULL
-		FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bool[]) AS f(id, err, delay, parked)
-		WHERE t.id = f.id AND t.delivered_at IS NULL`, ids, errs, delays, parked)
-	if err != nil {
-		return t.tableError("record failed attempts in", err)
-	}
-	return nil
+	return []any{ids, errs, delays, parked}
 }

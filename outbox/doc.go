@@ -53,13 +53,15 @@
 // A Relay (NewRelay, Run) loops: claim a batch, publish it, mark it, commit. It sleeps until a notification
 // (LISTEN on one pool connection) or PollInterval, whichever comes first; RelayConfig.DisableListen polls only,
 // for PgBouncer-style poolers in transaction mode. Run several relays (processes) on one table to share the
-// work. Each relayed message carries its row id in metadata MetadataOutboxID and its ordering key in
+// work; within a relay, RelayConfig.Workers batches are worked on at once, each in its own transaction, as
+// that many relays would. Each relayed message carries its row id in metadata MetadataOutboxID and its ordering key in
 // MetadataOrderingKey: ids of one key increase in commit order, so a destination can use the id as a per-key
 // sequence id for idempotent writes.
 //
 // A failed publish counts an attempt and delays the row by exponential backoff (RetryInitialBackoff doubling
 // up to RetryMaxBackoff, with jitter). After MaxAttempts the row is parked: Table.Parked lists parked rows,
-// Table.Requeue makes them eligible again. Delivered rows are deleted after Retention. Metrics receives
+// Table.Requeue makes them eligible again. Delivered rows are deleted after Retention (or at once, with
+// DeleteOnDelivery: the fastest way to relay, an UPDATE costs a new row version). Metrics receives
 // relayed (with lag), failed, parked and relay-level errors. On cancellation Run finishes its batch within
 // ShutdownTimeout or abandons it (its rows are released).
 //
@@ -72,8 +74,11 @@
 // statement locks, with FOR UPDATE SKIP LOCKED and oldest first, the window's heads (and the oldest unkeyed
 // rows) that are still undelivered, due and not parked, then reads, for each locked head's key, the later
 // undelivered rows (its followers) in id order, at most BatchSize/heads per key, stopping at the first one that
-// is parked or waiting for a retry. The relay publishes a key's rows one at a time in id order, stops the key
-// at its first failure, marks what it published delivered and commits, all in the claim's transaction.
+// is parked or waiting for a retry. The relay publishes a key's rows in id order, in one Publish call (up to
+// MaxMessagesPerPublish rows, packed with other keys' rows of the same topic) after another, never two calls
+// of one key at a time; a failed call is published again one row per call, in order, so the key stops at its
+// first failed row. It marks what it published delivered (or deletes it, with DeleteOnDelivery) and commits,
+// all in the claim's transaction.
 //
 // Mutual exclusion per key. While relay A's transaction holds key k's head h locked and undelivered, no other
 // relay can claim a row of k: h is skipped because it is locked, and every later row of k is not a head,
@@ -133,9 +138,11 @@
 //
 // Why a refusal means written: SLS's last seqid for a key is the id of a row that was written, and every
 // earlier row of the key was written before it. Ids of a key increase in commit order (above); a relay
-// publishes a key's rows one per Publish call, one after another, and stops the key at its first failure, and
-// a key is relayed by one relay at a time, so a row is sent only after every earlier row of its key was
-// written. A row parked after MaxAttempts stops its key (Parking keeps order), so no later row is written
+// publishes a key's rows in id order, in Publish calls one after another, and stops the key at its first
+// failure; within a call the Publisher (with SequenceID) sends a key's messages one request each, in order,
+// and fails the rest of the key unsent at the first failure; and a key is relayed by one relay at a time, so
+// a row is sent only after every earlier row of its key was written. A failed call is published again one
+// row per call from its first row: rows it had written are refused as duplicates (reported written). A row parked after MaxAttempts stops its key (Parking keeps order), so no later row is written
 // before it. A late request of a dead relay either was the first copy or is refused. Rows without an ordering
 // key are relayed in parallel, in no order, so SequenceKey gives each its own key: one sequence per row in SLS.
 //

@@ -14,11 +14,16 @@ type RelayConfig struct {
 	// Table is the outbox table (default: DefaultTableName).
 	Table Table
 
-	// Publisher is the destination: every row is published to its topic through it (at-least-once), one
-	// message per Publish call; calls for different ordering keys run concurrently, so it must be safe for
-	// concurrent use, as every Watermill Publisher is. The Relay does not close it. Exactly one of Publisher and TransactionalPublisher is required.
-	// A destination with idempotent writes keyed by SequenceKey and SequenceID makes it exactly once (see the
-	// package documentation, "Exactly once into SLS").
+	// Publisher is the destination: every row is published to its topic through it (at-least-once). Rows of a
+	// batch go in as few Publish calls as MaxMessagesPerPublish allows, one topic per call, each ordering key's
+	// rows in id order within a call and a key in one call at a time; calls run concurrently (up to
+	// MaxConcurrentPublishes), so it must be safe for concurrent use, as every Watermill Publisher is, and it
+	// must write one call's messages of a key in call order (gochannel, watermill-kafka and slspubsub with a
+	// HashKey do; set MaxMessagesPerPublish to 1 for one that does not). When a call of several rows fails, its
+	// rows are published again one per call, so that the failure counts against its row only; rows the failed
+	// call did write are then written twice. The Relay does not close it. Exactly one of Publisher and
+	// TransactionalPublisher is required. A destination with idempotent writes keyed by SequenceKey and
+	// SequenceID makes it exactly once (see the package documentation, "Exactly once into SLS").
 	Publisher message.Publisher
 
 	// TransactionalPublisher is the exactly-once destination (see TransactionalPublisher and the outboxkafka
@@ -31,8 +36,21 @@ type RelayConfig struct {
 	// share one. At most 200 bytes. Default: empty (allowed only without TransactionalPublisher).
 	Name string
 
-	// BatchSize is the most rows one claim takes (and one transaction of the relay holds). Default: 100.
+	// BatchSize is the most rows one claim takes (and one transaction of the relay holds). A larger batch
+	// costs fewer round trips per row; a relay that crashes publishes its batch again. Default: 500. At most
+	// 100 000.
 	BatchSize int
+
+	// Workers is how many batches the relay works on at once, each in its own transaction on its own pool
+	// connection, as that many relays would: while one worker publishes its batch, another claims and
+	// publishes other keys (a key is in one batch at a time, see the package documentation), so one slow
+	// batch does not hold back the rows of every key. Size the pool for Workers connections plus one for
+	// LISTEN. Must be 1 with TransactionalPublisher (its default there). Default: 2.
+	Workers int
+
+	// MaxMessagesPerPublish is the most rows (messages) one Publish call carries (with Publisher; see there).
+	// 1 publishes one row per call. Default: 100.
+	MaxMessagesPerPublish int
 
 	// MaxConcurrentPublishes bounds the Publish calls in flight for one batch: ordering keys of a batch are
 	// published concurrently, each key's rows one after another. Default: 16.
@@ -64,6 +82,12 @@ type RelayConfig struct {
 	// Retention is how long delivered rows are kept before the relay deletes them. Negative keeps them
 	// forever. Default: 24 hours.
 	Retention time.Duration
+	// DeleteOnDelivery deletes each row in the transaction that marks it delivered, instead of keeping it
+	// for Retention: the cheapest way to relay (an UPDATE writes a new row version and index entries, a DELETE
+	// only marks the row), for deployments that need no record of delivered rows. Parked rows are kept either
+	// way. Retention still deletes delivered rows left by relays without it. Default: false.
+	DeleteOnDelivery bool
+
 	// RetentionInterval is how often the relay deletes expired rows. Default: 1 minute.
 	RetentionInterval time.Duration
 
@@ -78,6 +102,10 @@ type RelayConfig struct {
 	Metrics Metrics
 }
 
+// maxBatchSize bounds RelayConfig.BatchSize: a claim's ids travel as one array parameter, and its rows are
+// held in memory.
+const maxBatchSize = 100_000
+
 func (c *RelayConfig) setDefaults() {
 	def := func(v *int, d int) {
 		if *v == 0 {
@@ -89,7 +117,12 @@ func (c *RelayConfig) setDefaults() {
 			*v = d
 		}
 	}
-	def(&c.BatchSize, 100)
+	def(&c.BatchSize, 500)
+	if c.TransactionalPublisher != nil {
+		def(&c.Workers, 1)
+	}
+	def(&c.Workers, 2)
+	def(&c.MaxMessagesPerPublish, 100)
 	def(&c.MaxConcurrentPublishes, 16)
 	def(&c.MaxAttempts, 10)
 	defD(&c.PublishTimeout, 30*time.Second)
@@ -127,11 +160,18 @@ func (c RelayConfig) Validate() error {
 	if len(c.Name) > 200 {
 		bad("Name", "is %d bytes long, more than 200", len(c.Name))
 	}
-	positive := map[string]int{"BatchSize": c.BatchSize, "MaxConcurrentPublishes": c.MaxConcurrentPublishes, "MaxAttempts": c.MaxAttempts}
-	for _, f := range []string{"BatchSize", "MaxConcurrentPublishes", "MaxAttempts"} {
+	positive := map[string]int{"BatchSize": c.BatchSize, "Workers": c.Workers, "MaxMessagesPerPublish": c.MaxMessagesPerPublish,
+		"MaxConcurrentPublishes": c.MaxConcurrentPublishes, "MaxAttempts": c.MaxAttempts}
+	for _, f := range []string{"BatchSize", "Workers", "MaxMessagesPerPublish", "MaxConcurrentPublishes", "MaxAttempts"} {
 		if positive[f] < 1 {
 			bad(f, "%d is not positive", positive[f])
 		}
+	}
+	if c.TransactionalPublisher != nil && c.Workers > 1 {
+		bad("Workers", "is %d; it must be 1 with TransactionalPublisher (one transactional producer per relay Name)", c.Workers)
+	}
+	if c.BatchSize > maxBatchSize {
+		bad("BatchSize", "%d is more than %d", c.BatchSize, maxBatchSize)
 	}
 	durations := []struct {
 		name string

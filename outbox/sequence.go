@@ -29,10 +29,11 @@ func SequenceKey(_ string, msg *message.Message) (string, error) {
 // PublisherConfig.SequenceID. It fails for a message that does not carry one (not relayed from an outbox).
 //
 // Why it is exact with the Relay (see the package documentation, "Exactly once into SLS"): ids of an
-// ordering key increase in commit order, the Relay publishes one row per Publish call, a key's rows one
-// after another, and a key stops at its first failure, so a row is sent only after every earlier row of its
-// key was written; a row sent again (after a crash or a lost answer) carries its old id and is refused as a
-// duplicate.
+// ordering key increase in commit order, the Relay publishes a key's rows in id order, in Publish calls one
+// after another (within a call slspubsub sends a key's messages one request each, in order, and fails the
+// rest at the first failure), and a key stops at its first failure, so a row is sent only after every earlier
+// row of its key was written; a row sent again (after a crash, a lost answer, or a failed call published
+// again row by row) carries its old id and is refused as a duplicate.
 func SequenceID(_ string, msg *message.Message) (int64, error) {
 	v, ok := msg.Metadata[MetadataOutboxID]
 	if !ok {

@@ -57,7 +57,7 @@ func (r *Relay) recover(ctx context.Context) error {
 		return fmt.Errorf("outbox: recover relay %q: %w", r.config.Name, err)
 	}
 	return pgx.BeginFunc(ctx, r.db, func(tx pgx.Tx) error {
-		if err := r.config.Table.markDelivered(ctx, tx, ids); err != nil {
+		if err := r.config.Table.markDelivered(ctx, tx, ids, r.config.DeleteOnDelivery); err != nil {
 			return err
 		}
 		_, err := tx.Exec(ctx, `UPDATE `+r.config.Table.ident()+` SET owner = NULL
@@ -72,7 +72,7 @@ func (r *Relay) recover(ctx context.Context) error {
 // relayTransactional claims a batch and commits the claim (rows owned by this relay's name), publishes it in
 // one destination transaction, then marks it delivered. A crash after the destination commit leaves the rows
 // owned: no other relay takes them, and this relay's Recover marks them on restart.
-func (r *Relay) relayTransactional(ctx context.Context) (batchResult, error) {
+func (r *Relay) relayTransactional(ctx context.Context, cursor *keyCursor) (batchResult, error) {
 	work, cancel := r.workContext(ctx)
 	defer cancel()
 	name := r.config.Name
@@ -80,7 +80,7 @@ func (r *Relay) relayTransactional(ctx context.Context) (batchResult, error) {
 	var end bool
 	err := pgx.BeginFunc(work, r.db, func(tx pgx.Tx) error {
 		var err error
-		if rows, end, err = r.config.Table.claim(work, tx, &r.cursor, r.config.BatchSize, &name); err != nil || len(rows) == 0 {
+		if rows, end, err = r.config.Table.claim(work, tx, false, cursor, r.config.BatchSize, &name); err != nil || len(rows) == 0 {
 			return err
 		}
 		ids := make([]int64, len(rows))
@@ -104,7 +104,7 @@ func (r *Relay) relayTransactional(ctx context.Context) (batchResult, error) {
 		return r.afterFailedBatch(work, rows, pubErr)
 	}
 	if err := pgx.BeginFunc(work, r.db, func(tx pgx.Tx) error {
-		return r.config.Table.markDelivered(work, tx, ids)
+		return r.config.Table.markDelivered(work, tx, ids, r.config.DeleteOnDelivery)
 	}); err != nil {
 		// Committed in the destination but not marked: Recover marks them.
 		return batchResult{}, fmt.Errorf("%w: %w", errNeedRecover, err)
@@ -145,7 +145,7 @@ func (r *Relay) afterFailedBatch(ctx context.Context, rows []*row, pubErr error)
 	}
 	failures := r.failures(failed, fmt.Errorf("transactional publish: %w", pubErr))
 	err = pgx.BeginFunc(ctx, r.db, func(tx pgx.Tx) error {
-		if err := r.config.Table.markDelivered(ctx, tx, delivered); err != nil {
+		if err := r.config.Table.markDelivered(ctx, tx, delivered, r.config.DeleteOnDelivery); err != nil {
 			return err
 		}
 		if len(released) > 0 {
