@@ -390,8 +390,8 @@ type joinResult struct {
 // handler to), so the faster stream's watermark fires windows before the
 // slower stream's events for them came, unless the two Subscribers are
 // aligned in one group: then, with AllowedLateness of MaxDrift plus one
-// answer's span, no match is lost. Without alignment the same data loses
-// matches.
+// event-time step of a shard (see AlignmentConfig), no match is lost.
+// Without alignment the same data loses matches.
 func TestSubscriberWatermarkAlignedJoin(t *testing.T) {
 	span := testutil.SoakOr(300*time.Second, 3000*time.Second)
 	aligned := runJoin(t, span, true)
@@ -444,7 +444,7 @@ func runJoin(t *testing.T, span time.Duration, aligned bool) joinResult {
 		coord = watermark.NewInProcessCoordinator()
 	}
 	join, err := watermark.NewWindows[string, byte, byte](watermark.WindowConfig{
-		Size: time.Minute, AllowedLateness: skewMaxDrift + skewBatchSpan,
+		Size: time.Minute, AllowedLateness: skewMaxDrift + skewStep,
 	}, func(acc, side byte) byte { return acc | side })
 	if err != nil {
 		t.Fatal(err)

@@ -116,10 +116,13 @@ func (c AlignerConfig) Validate() error {
 // plus one fetch).
 //
 // A blocked shard is paused in its Tracker for the whole wait, so waiting on
-// alignment never makes it idle. Blocked shards are re-checked on every
-// change of the tracker's minimum and of the group view (a signal, not a
-// periodic tick), and resume as soon as their watermark is within
-// MaxDrift of the new minimum, however far the minimum jumped.
+// alignment never makes it idle. A blocked shard registers the limit it
+// needs; on every change of the tracker's minimum and of the group view (a
+// signal, not a periodic tick) the Aligner wakes the blocked shards only
+// when the limit reached the lowest need (or when the first view, the
+// group's anchoring or the tracker's shards changed), and they resume as
+// soon as their watermark is within MaxDrift of the new minimum (plus the
+// margin of WaitShardMargin), however far the minimum jumped.
 //
 // An Aligner runs one goroutine, stopped by Close. Its methods are safe for
 // concurrent use. One Aligner per Tracker.
