@@ -115,6 +115,29 @@ func BenchmarkWatermarkSkewedBackfill(b *testing.B) {
 		each = append(each, fmt.Sprintf("%.3f/%.3f", aligned[i], unaligned[i]))
 	}
 	fmt.Printf("  pairs (aligned/unaligned s): %s\n", strings.Join(each, " "))
+	// What the aligned side buys: one more run of each, untimed, with the
+	// spread of the shards' watermarks sampled as in the skew test.
+	al, un := wmBackfillSpread(b, env, true, total), wmBackfillSpread(b, env, false, total)
+	fmt.Printf("  max watermark spread (untimed runs, sampled every 200 µs): aligned %v (MaxDrift %v), unaligned %v\n", al, skewMaxDrift, un)
+}
+
+// wmBackfillSpread reads the backfill once, like wmBackfill, and returns
+// the largest spread of the shards' watermarks it sampled.
+func wmBackfillSpread(b *testing.B, env *testutil.SLSEnv, aligned bool, total int) time.Duration {
+	var s *Subscriber
+	var sp spreadSampler
+	done, sampled := make(chan struct{}), make(chan struct{})
+	wmBackfillWith(b, env, aligned, total, func(sub *Subscriber) {
+		s = sub
+		go func() {
+			defer close(sampled)
+			sp.sampleWhile(done, func() []watermark.ShardStatus { return s.ShardWatermarkStatus(testLogstore) })
+		}()
+	}, func() {
+		close(done)
+		<-sampled
+	})
+	return sp.max
 }
 
 // median returns the median of v (v is not modified).
@@ -158,6 +181,12 @@ type backfillRun struct {
 }
 
 func wmBackfill(b *testing.B, env *testutil.SLSEnv, aligned bool, total int) backfillRun {
+	return wmBackfillWith(b, env, aligned, total, nil, nil)
+}
+
+// wmBackfillWith is wmBackfill with hooks called after Subscribe and once
+// every log was received (before Close); nil hooks are skipped.
+func wmBackfillWith(b *testing.B, env *testutil.SLSEnv, aligned bool, total int, started func(*Subscriber), received func()) backfillRun {
 	cfg := SubscriberConfig{
 		ClientConfig: testConfig(env), FetchInterval: 5 * time.Millisecond, MaxFetchInterval: 20 * time.Millisecond,
 		Watermark: &WatermarkConfig{Strategy: watermark.Strategy{IdleTimeout: 5 * time.Second}},
@@ -174,8 +203,14 @@ func wmBackfill(b *testing.B, env *testutil.SLSEnv, aligned bool, total int) bac
 	if err != nil {
 		b.Fatal(err)
 	}
+	if started != nil {
+		started(s)
+	}
 	got, err := consumeAll(ch, total, nil)
 	elapsed, cpu := time.Since(start), wmProcessCPU()-cpu
+	if received != nil {
+		received()
+	}
 	if err != nil {
 		b.Fatalf("aligned=%v: %v", aligned, err)
 	}
