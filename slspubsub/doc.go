@@ -35,7 +35,8 @@
 // idleness, splits), readable with watermark.FromMessage, and the
 // Subscriber exposes it per topic and shard (Subscriber.Watermark,
 // ShardWatermarks). With an alignment group, a shard more than MaxDrift
-// ahead of its group's slowest stops fetching until the group catches up,
+// ahead of its group's slowest stops delivering and fetching until the
+// group catches up,
 // across shards, subscribers and (through a PostgreSQL coordinator)
 // processes, so event-time windows and joins over a backfill lose nothing.
 //

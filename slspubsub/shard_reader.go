@@ -257,7 +257,6 @@ func (r *shardReader) deliver(ctx context.Context, res pullResult) error {
 	r.tracker.fetched(next)
 	r.cursor = next
 	if r.wm != nil {
-		r.wm.noteFetched(groups)
 		select {
 		case r.out <- b:
 			return nil

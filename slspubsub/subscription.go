@@ -796,6 +796,9 @@ func (sub *subscription) runWorker(ctx context.Context, w *shardWorker, st *shar
 	batches := make(chan fetchedBatch, 1)
 	st.reader.out = batches
 	st.reader.wm = w.wm
+	if w.wm != nil {
+		w.wm.ctx = ctx // before the loops start: a held delivery stops with the worker
+	}
 	readerDone := make(chan error, 1)
 	go func() { readerDone <- st.reader.run(ctx) }()
 	d := delivery{sub: sub, st: st, results: make(chan ackResult, s.cfg.MaxInFlight), wm: w.wm}

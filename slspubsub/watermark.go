@@ -58,17 +58,31 @@ type WatermarkConfig struct {
 // AlignmentConfig puts a Subscriber's subscriptions into an alignment group
 // (see watermark.Aligner). Each subscription is one member of the group.
 //
-// The fetch loop of each shard calls Aligner.WaitShard before every fetch.
-// With the default event time (the SLS log time) it also knows the newest
-// log time it fetched and not yet delivered: when that is already past the
-// group's limit, it lets its prefetched data drain before it asks again, so
-// no shard's watermark gets more than MaxDrift plus one fetched answer's
-// event-time span ahead of the group minimum. With a custom EventTime the
-// prefetched data (at most PrefetchBytes) may add to that. One answer is at
-// most FetchCount LogGroups, so its span is at most what FetchCount
-// LogGroups of the sparsest shard cover: a window operator fed by several
-// aligned streams loses no event to that skew when its allowed lateness is
-// at least MaxDrift plus that span.
+// Alignment acts at delivery: before each message a shard's delivery loop
+// checks its watermark against the group's limit (the group minimum plus
+// MaxDrift); a shard past the limit delivers nothing (and is paused, never
+// idle) until the limit is MaxDrift/2 above its watermark, so a shard that
+// runs at the limit waits once per MaxDrift/2 of the group's progress, not
+// once per message. Its fetch loop also stops fetching while the shard is
+// past the limit (watermark.Aligner.WaitShard), so at most the prefetched
+// answers wait in memory, within PrefetchBytes. Fetches keep their full
+// size (FetchCount, PrefetchBytes): alignment costs no extra requests.
+//
+// So no shard's watermark gets more than MaxDrift plus one event-time step
+// of the shard (the gap between two consecutive logs' event times, plus
+// MaxOutOfOrderness' effect on out-of-order logs) ahead of the group
+// minimum as this member knows it: live for the shards of this
+// subscription and, with an InProcessCoordinator, at most about a
+// millisecond late for other members; with the PostgreSQL coordinator the
+// others' minimum is as of their last report (UpdateInterval). A window
+// operator fed by several aligned streams loses no event to that skew when
+// its allowed lateness is at least MaxDrift plus that step. The shard at
+// the group minimum is never held, so a group cannot deadlock.
+//
+// While a shard is held, acks of its messages already in flight (with
+// MaxInFlight above 1) are counted, and its checkpoint moves, when it
+// resumes; when the subscription or the shard's reading stops, a held
+// shard finishes the LogGroup it started without waiting.
 type AlignmentConfig struct {
 	// Group names the alignment group. Required.
 	Group string
@@ -126,8 +140,8 @@ type subWatermark struct {
 	tracker *watermark.Tracker
 	aligner *watermark.Aligner // nil without alignment
 	member  string
-	custom  bool  // Strategy.EventTime is set
-	bound   int64 // MaxOutOfOrderness in ns
+	custom  bool          // Strategy.EventTime is set
+	drift   time.Duration // Alignment.MaxDrift; 0 without alignment
 }
 
 // newSubWatermark creates the tracker of a subscription (without shards).
@@ -136,7 +150,7 @@ func newSubWatermark(cfg *WatermarkConfig) (*subWatermark, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &subWatermark{tracker: tr, custom: cfg.Strategy.EventTime != nil, bound: int64(cfg.Strategy.MaxOutOfOrderness)}, nil
+	return &subWatermark{tracker: tr, custom: cfg.Strategy.EventTime != nil}, nil
 }
 
 // align binds the tracker to its alignment group; call it after adding the
@@ -149,7 +163,7 @@ func (w *subWatermark) align(cfg *AlignmentConfig, member string, logger watermi
 	if err != nil {
 		return err
 	}
-	w.aligner, w.member = a, member
+	w.aligner, w.member, w.drift = a, member, cfg.MaxDrift
 	return nil
 }
 
@@ -159,8 +173,9 @@ type shardWatermark struct {
 	w  *subWatermark
 	sh *watermark.Shard
 
-	// Fetch loop only: the newest log time fetched (unix ns), or 0.
-	frontier int64
+	// ctx is the shard worker's context (set before its loops start): a
+	// delivery held by alignment ends its wait when it ends.
+	ctx context.Context
 
 	// Delivery loop only: the last stamped value and its text, and a slab
 	// the texts are cut from (one allocation per many watermark changes).
@@ -172,7 +187,12 @@ type shardWatermark struct {
 }
 
 // observe records the event time of a message about to be delivered.
+// With alignment it first holds the delivery while the shard is past the
+// group's limit (see AlignmentConfig).
 func (sw *shardWatermark) observe(d *delivery, msg *message.Message, l *Log, pos Position) {
+	if a := sw.w.aligner; a != nil {
+		sw.hold(a)
+	}
 	if !sw.w.custom {
 		if !l.Time.IsZero() {
 			sw.sh.Observe(l.Time)
@@ -216,62 +236,30 @@ func (sw *shardWatermark) stamp(msg *message.Message) {
 	msg.Metadata[watermark.MetadataKey] = sw.text
 }
 
-// noteFetched records the newest log time of a fetched answer (default
-// event time only).
-func (sw *shardWatermark) noteFetched(groups []LogGroup) {
-	if sw.w.custom || sw.w.aligner == nil {
-		return
+// holdMargin is how far below the limit a shard held at delivery must be
+// before it resumes, as a fraction of MaxDrift (see AlignmentConfig).
+const holdMargin = 2 // MaxDrift / holdMargin
+
+// hold waits, before a delivery, while the shard is past the group's limit
+// (see AlignmentConfig). When the worker's context ends or the aligner
+// closes, the shard is stopping: it delivers on without alignment.
+func (sw *shardWatermark) hold(a *watermark.Aligner) {
+	ctx := sw.ctx
+	if ctx == nil {
+		ctx = context.Background()
 	}
-	for i := range groups {
-		for j := range groups[i].Logs {
-			if ns := groups[i].Logs[j].Time.UnixNano(); ns > sw.frontier {
-				sw.frontier = ns
-			}
-		}
-	}
+	_ = a.WaitShardMargin(ctx, sw.sh, sw.w.drift/holdMargin)
 }
 
-// awaitFetch blocks until the shard may fetch: Aligner.WaitShard, and, when
-// what it already fetched is past the group's limit, until that drained and
-// WaitShard judged the watermark it left.
-func (sw *shardWatermark) awaitFetch(ctx context.Context, budget *prefetchBudget) error {
-	a := sw.w.aligner
-	if a == nil {
-		return nil
+// awaitFetch blocks until the shard may fetch (Aligner.WaitShard: its
+// watermark is within the group's limit). It returns the context's error or
+// watermark.ErrClosed when the subscription's aligner closed. The prefetched
+// data needs no wait of its own: its delivery is held at the limit.
+func (sw *shardWatermark) awaitFetch(ctx context.Context, _ *prefetchBudget) error {
+	if a := sw.w.aligner; a != nil {
+		return a.WaitShard(ctx, sw.sh)
 	}
-	drained := false
-	for {
-		if err := a.WaitShard(ctx, sw.sh); err != nil {
-			return err
-		}
-		if sw.frontier == 0 {
-			return nil
-		}
-		limit, ok := a.Limit()
-		if !ok || sw.frontier-sw.w.bound <= limit.UnixNano() {
-			return nil
-		}
-		if budget.empty() {
-			if drained {
-				// WaitShard allowed the watermark everything fetched left,
-				// yet the frontier is past the limit: logs without an
-				// event time delivered (skipped on resume, or zero).
-				return nil
-			}
-			// Delivered since WaitShard looked: it must look again.
-			drained = true
-			continue
-		}
-		// Fetched data is past the limit: let it drain (its delivery moves
-		// the shard's watermark there), then ask the aligner again.
-		sw.sh.Pause()
-		err := budget.waitEmpty(ctx)
-		sw.sh.Resume()
-		if err != nil {
-			return err
-		}
-		drained = true
-	}
+	return nil
 }
 
 // watermarkSubs returns the live subscriptions of topic with watermarks.

@@ -3,6 +3,11 @@ package slspubsub
 import (
 	"context"
 	"fmt"
+	"os"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -10,36 +15,178 @@ import (
 	"github.com/watermill-sls/watermill-sls/watermark"
 )
 
+// backfillPairsEnv sets how many aligned/unaligned pairs one op of
+// BenchmarkWatermarkSkewedBackfill runs (default backfillPairs).
+const backfillPairsEnv = "WSLS_BACKFILL_PAIRS"
+
+// backfillPairs is the default number of pairs per op: a run takes a few
+// hundred milliseconds on 2 cores, so one op takes some seconds.
+const backfillPairs = 12
+
 // BenchmarkWatermarkSkewedBackfill reads the skew test's data (8 shards over
 // the same event-time span, 2 of them with 10x the logs; 3 000 s of event
 // time, 78 000 logs; 30 000 s under WSLS_SOAK) from the beginning to the
 // end, with watermarks and alignment (MaxDrift 30 s) and with watermarks
-// but no alignment, and prints the total time of each and what alignment
-// costs (target: under 10 % of the total time). A run is timed from
-// Subscribe to the last log acked.
+// but no alignment, and reports what alignment costs (target: under 10 %
+// of the total time).
+//
+// Both sides do the same work: a fresh Subscriber with the same config
+// (default FetchCount and PrefetchBytes) but for Alignment reads the same
+// logs, and the same consumer acks each message as it comes. A run is timed
+// from Subscribe to the last log acked: the total time of the backfill.
+//
+// The machine is shared and noisy, so the two sides are interleaved (A B,
+// B A, A B, ...: each pair shares the machine's conditions, and neither side
+// is always first), after a warm-up pair that is not counted, with a GC
+// before each run. Each op runs WSLS_BACKFILL_PAIRS pairs (default 12). It
+// reports the median time of each side and the median of the per-pair
+// ratios aligned/unaligned as cost-% (the figure to compare with the
+// target), and prints the spread (min, quartiles, max) of both. It also
+// reports the median per-pair ratio of the process's CPU time over the runs
+// (cpu-cost-%; the emulator's work, the same on both sides, included): the
+// CPU a run takes does not grow when other processes take the cores, its
+// wall time does.
 func BenchmarkWatermarkSkewedBackfill(b *testing.B) {
+	pairs := backfillPairs
+	if v := os.Getenv(backfillPairsEnv); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			b.Fatalf("%s=%q: want a positive integer", backfillPairsEnv, v)
+		}
+		pairs = n
+	}
 	env := testutil.SLS(b)
 	env.LogStore(b, testProject, testLogstore, skewShards)
 	span := testutil.SoakOr(3000*time.Second, 30000*time.Second)
 	total := writeSkewed(b, env, testLogstore, span, nil)
-	best := map[bool]time.Duration{}
+	wmBackfill(b, env, true, total) // warm-up: the emulator's and the runtime's first allocations
+	wmBackfill(b, env, false, total)
+	var aligned, unaligned, ratios, cpuA, cpuU, cpuRatios []float64
+	var blocks int64
+	b.ResetTimer()
 	for range b.N {
-		for _, aligned := range []bool{true, false} {
-			d := wmBackfill(b, env, aligned, total)
-			if best[aligned] == 0 || d < best[aligned] {
-				best[aligned] = d
+		for i := range pairs {
+			order := []bool{true, false}
+			if i%2 == 1 {
+				order = []bool{false, true}
+			}
+			var d, c [2]float64 // unaligned, aligned
+			for _, al := range order {
+				runtime.GC()
+				r := wmBackfill(b, env, al, total)
+				k := 0
+				if al {
+					k = 1
+					blocks += r.stats.Blocks
+				}
+				d[k], c[k] = r.elapsed.Seconds(), r.cpu.Seconds()
+			}
+			unaligned, aligned = append(unaligned, d[0]), append(aligned, d[1])
+			ratios = append(ratios, d[1]/d[0])
+			cpuU, cpuA = append(cpuU, c[0]), append(cpuA, c[1])
+			if c[0] > 0 {
+				cpuRatios = append(cpuRatios, c[1]/c[0])
 			}
 		}
 	}
-	b.ReportMetric(best[true].Seconds(), "aligned-s")
-	b.ReportMetric(best[false].Seconds(), "unaligned-s")
-	cost := 100 * (best[true].Seconds()/best[false].Seconds() - 1)
-	fmt.Printf("WatermarkSkewedBackfill: %d logs over %v of event time on %d shards (2 with %dx): aligned %v (%.0f logs/s), unaligned %v (%.0f logs/s): alignment costs %.1f %% (target < 10 %%)\n",
-		total, span, skewShards, skewDense, best[true].Round(time.Millisecond), float64(total)/best[true].Seconds(),
-		best[false].Round(time.Millisecond), float64(total)/best[false].Seconds(), cost)
+	b.StopTimer()
+	ma, mu, mr := median(aligned), median(unaligned), median(ratios)
+	b.ReportMetric(ma, "aligned-s")
+	b.ReportMetric(mu, "unaligned-s")
+	b.ReportMetric(100*(mr-1), "cost-%")
+	b.ReportMetric(float64(total)/ma, "aligned-logs/s")
+	b.ReportMetric(float64(total)/mu, "unaligned-logs/s")
+	mc := median(cpuRatios)
+	if len(cpuRatios) > 0 {
+		b.ReportMetric(100*(mc-1), "cpu-cost-%")
+	}
+	fmt.Printf("WatermarkSkewedBackfill: %d logs over %v of event time on %d shards (2 with %dx), %d pairs interleaved: "+
+		"aligned median %.3fs (%.0f logs/s), unaligned median %.3fs (%.0f logs/s); alignment costs %.1f %% (median of per-pair ratios; target < 10 %%), %.1f blocked waits (fetches or deliveries held) per aligned run\n",
+		total, span, skewShards, skewDense, len(ratios), ma, float64(total)/ma, mu, float64(total)/mu, 100*(mr-1),
+		float64(blocks)/float64(len(aligned)))
+	fmt.Printf("  spread (min p25 median p75 max): aligned s %s; unaligned s %s; cost %% %s\n",
+		quartiles(aligned, 1, "%.3f"), quartiles(unaligned, 1, "%.3f"), quartiles(ratios, 100, "%+.1f", -1))
+	if len(cpuRatios) > 0 {
+		fmt.Printf("  process CPU time (user+sys, the emulator's included; less sensitive to other load): aligned median %.3fs, unaligned median %.3fs, cost %% %s\n",
+			median(cpuA), median(cpuU), quartiles(cpuRatios, 100, "%+.1f", -1))
+	}
+	var each []string
+	for i := range ratios {
+		each = append(each, fmt.Sprintf("%.3f/%.3f", aligned[i], unaligned[i]))
+	}
+	fmt.Printf("  pairs (aligned/unaligned s): %s\n", strings.Join(each, " "))
+	// What the aligned side buys: one more run of each, untimed, with the
+	// spread of the shards' watermarks sampled as in the skew test.
+	al, un := wmBackfillSpread(b, env, true, total), wmBackfillSpread(b, env, false, total)
+	fmt.Printf("  max watermark spread (untimed runs, sampled every 200 µs): aligned %v (MaxDrift %v), unaligned %v\n", al, skewMaxDrift, un)
 }
 
-func wmBackfill(b *testing.B, env *testutil.SLSEnv, aligned bool, total int) time.Duration {
+// wmBackfillSpread reads the backfill once, like wmBackfill, and returns
+// the largest spread of the shards' watermarks it sampled.
+func wmBackfillSpread(b *testing.B, env *testutil.SLSEnv, aligned bool, total int) time.Duration {
+	var s *Subscriber
+	var sp spreadSampler
+	done, sampled := make(chan struct{}), make(chan struct{})
+	wmBackfillWith(b, env, aligned, total, func(sub *Subscriber) {
+		s = sub
+		go func() {
+			defer close(sampled)
+			sp.sampleWhile(done, func() []watermark.ShardStatus { return s.ShardWatermarkStatus(testLogstore) })
+		}()
+	}, func() {
+		close(done)
+		<-sampled
+	})
+	return sp.max
+}
+
+// median returns the median of v (v is not modified).
+func median(v []float64) float64 { return quantile(v, 0.5) }
+
+// quantile returns the q-quantile of v by linear interpolation (v is not
+// modified).
+func quantile(v []float64, q float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	x := q * float64(len(s)-1)
+	i := int(x)
+	if i+1 >= len(s) {
+		return s[len(s)-1]
+	}
+	return s[i] + (x-float64(i))*(s[i+1]-s[i])
+}
+
+// quartiles formats min, p25, median, p75 and max of v, each scaled by
+// scale after adding offset (optional).
+func quartiles(v []float64, scale float64, format string, offset ...float64) string {
+	off := 0.0
+	if len(offset) > 0 {
+		off = offset[0]
+	}
+	var out []string
+	for _, q := range []float64{0, 0.25, 0.5, 0.75, 1} {
+		out = append(out, fmt.Sprintf(format, (quantile(v, q)+off)*scale))
+	}
+	return strings.Join(out, " ")
+}
+
+// backfillRun is one timed read of the backfill.
+type backfillRun struct {
+	elapsed time.Duration
+	cpu     time.Duration // process CPU time (user + system) over the run
+	stats   watermark.AlignerStats
+}
+
+func wmBackfill(b *testing.B, env *testutil.SLSEnv, aligned bool, total int) backfillRun {
+	return wmBackfillWith(b, env, aligned, total, nil, nil)
+}
+
+// wmBackfillWith is wmBackfill with hooks called after Subscribe and once
+// every log was received (before Close); nil hooks are skipped.
+func wmBackfillWith(b *testing.B, env *testutil.SLSEnv, aligned bool, total int, started func(*Subscriber), received func()) backfillRun {
 	cfg := SubscriberConfig{
 		ClientConfig: testConfig(env), FetchInterval: 5 * time.Millisecond, MaxFetchInterval: 20 * time.Millisecond,
 		Watermark: &WatermarkConfig{Strategy: watermark.Strategy{IdleTimeout: 5 * time.Second}},
@@ -51,21 +198,28 @@ func wmBackfill(b *testing.B, env *testutil.SLSEnv, aligned bool, total int) tim
 	if err != nil {
 		b.Fatal(err)
 	}
-	start := time.Now()
+	start, cpu := time.Now(), wmProcessCPU()
 	ch, err := s.Subscribe(context.Background(), testLogstore)
 	if err != nil {
 		b.Fatal(err)
 	}
+	if started != nil {
+		started(s)
+	}
 	got, err := consumeAll(ch, total, nil)
-	elapsed := time.Since(start)
+	elapsed, cpu := time.Since(start), wmProcessCPU()-cpu
+	if received != nil {
+		received()
+	}
 	if err != nil {
 		b.Fatalf("aligned=%v: %v", aligned, err)
 	}
 	if len(got) != total {
 		b.Fatalf("aligned=%v: %d of %d logs", aligned, len(got), total)
 	}
+	stats, _ := s.AlignmentStats(testLogstore)
 	if err := s.Close(); err != nil {
 		b.Fatal(err)
 	}
-	return elapsed
+	return backfillRun{elapsed: elapsed, cpu: cpu, stats: stats}
 }

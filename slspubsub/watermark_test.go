@@ -170,10 +170,14 @@ const (
 	skewMaxDrift = 30 * time.Second
 )
 
-// skewBatchSpan is the event-time span one fetched answer can add to a
-// sparse shard's watermark: skewFetch groups of skewPerGroup logs, one
-// second apart.
+// skewBatchSpan is the event-time span of one fetched answer of a sparse
+// shard: skewFetch groups of skewPerGroup logs, one second apart.
 const skewBatchSpan = skewFetch * skewPerGroup * time.Second
+
+// skewStep is the largest event-time step between two consecutive logs of
+// a shard of writeSkewed (the sparse shards'): alignment holds a shard's
+// delivery at the limit, so its watermark passes it by at most this much.
+const skewStep = time.Second
 
 // writeSkewed fills an 8-shard logstore: every shard covers the same span
 // of event time from wmBase; shards 0 and 1 with 10x the logs. It returns
@@ -264,11 +268,17 @@ func (sp *spreadSampler) sampleWhile(done <-chan struct{}, statuses func() []wat
 }
 
 // skewSubscriber subscribes to logstore with watermarks (aligned in group
-// when coord is set) and fast pacing.
+// when coord is set), fast pacing and skewFetch LogGroups per fetch.
 func skewSubscriber(t *testing.T, env *testutil.SLSEnv, name, group string, coord watermark.Coordinator) *Subscriber {
+	return skewSubscriberFetch(t, env, name, group, coord, skewFetch)
+}
+
+// skewSubscriberFetch is skewSubscriber with fetchCount LogGroups per fetch
+// (0: the default).
+func skewSubscriberFetch(t *testing.T, env *testutil.SLSEnv, name, group string, coord watermark.Coordinator, fetchCount int) *Subscriber {
 	return stSubscriber(t, env, func(c *SubscriberConfig) {
 		c.ConsumerName = name
-		c.FetchCount = skewFetch
+		c.FetchCount = fetchCount
 		c.Watermark = &WatermarkConfig{Strategy: watermark.Strategy{IdleTimeout: 5 * time.Second}}
 		if coord != nil {
 			c.Watermark.Alignment = &AlignmentConfig{Group: group, MaxDrift: skewMaxDrift, Coordinator: coord}
@@ -303,22 +313,24 @@ func consumeAll(ch <-chan *message.Message, want int, handle func(*message.Messa
 // with 8 shards where 2 shards hold 10x the logs for the same event-time
 // span, read from the beginning with MaxDrift 30 s. Sampled continuously,
 // the spread between the fastest and the slowest shard's watermark never
-// exceeds MaxDrift plus one fetched answer's event-time span, and every log
-// is delivered. The same data read without alignment shows the spread the
-// alignment prevents.
+// exceeds MaxDrift plus one event-time step of a shard (alignment holds
+// deliveries at the limit, so it does not depend on how much one fetch
+// brings: small fetches, and the default FetchCount whose one answer spans
+// the whole sparse shards), and every log is delivered. The same data read
+// without alignment shows the spread the alignment prevents.
 func TestSubscriberWatermarkAlignmentSkew(t *testing.T) {
 	env := testutil.SLS(t)
 	env.LogStore(t, testProject, testLogstore, skewShards)
 	span := testutil.SoakOr(300*time.Second, 3000*time.Second)
 	total := writeSkewed(t, env, testLogstore, span, nil)
-	bound := skewMaxDrift + skewBatchSpan
+	bound := skewMaxDrift + skewStep
 
-	run := func(aligned bool) (spreadSampler, watermark.AlignerStats) {
+	run := func(aligned bool, fetchCount int) (spreadSampler, watermark.AlignerStats) {
 		var coord watermark.Coordinator
 		if aligned {
 			coord = watermark.NewInProcessCoordinator()
 		}
-		s := skewSubscriber(t, env, fmt.Sprintf("aligned-%v", aligned), "skew", coord)
+		s := skewSubscriberFetch(t, env, fmt.Sprintf("aligned-%v-%d", aligned, fetchCount), "skew", coord, fetchCount)
 		ch, err := s.Subscribe(context.Background(), testLogstore)
 		if err != nil {
 			t.Fatal(err)
@@ -333,11 +345,11 @@ func TestSubscriberWatermarkAlignmentSkew(t *testing.T) {
 		close(done)
 		<-sampled
 		if err != nil {
-			t.Fatalf("aligned=%v: %v", aligned, err)
+			t.Fatalf("aligned=%v FetchCount %d: %v", aligned, fetchCount, err)
 		}
 		for id, n := range got {
 			if n != 1 {
-				t.Errorf("aligned=%v: %s delivered %d times", aligned, id, n)
+				t.Errorf("aligned=%v FetchCount %d: %s delivered %d times", aligned, fetchCount, id, n)
 			}
 		}
 		stats, _ := s.AlignmentStats(testLogstore)
@@ -346,18 +358,21 @@ func TestSubscriberWatermarkAlignmentSkew(t *testing.T) {
 		}
 		return sp, stats
 	}
-	al, stats := run(true)
-	free, _ := run(false)
-	t.Logf("%d logs over %v of event time on %d shards (2 with %dx the logs): max watermark spread aligned %v (bound %v = MaxDrift %v + one answer %v, %d samples, %d blocked fetches), unaligned %v (%d samples)",
-		total, span, skewShards, skewDense, al.max, bound, skewMaxDrift, skewBatchSpan, al.samples, stats.Blocks, free.max, free.samples)
-	if al.max > bound {
-		t.Errorf("aligned spread %v exceeds %v at %s", al.max, bound, al.where)
+	for _, fetchCount := range []int{skewFetch, 0} {
+		al, stats := run(true, fetchCount)
+		t.Logf("FetchCount %d (0: default %d): %d logs over %v of event time on %d shards (2 with %dx the logs): max watermark spread aligned %v (bound %v = MaxDrift %v + one event step %v; %d samples, %d blocked waits)",
+			fetchCount, DefaultFetchCount, total, span, skewShards, skewDense, al.max, bound, skewMaxDrift, skewStep, al.samples, stats.Blocks)
+		if al.max > bound {
+			t.Errorf("FetchCount %d: aligned spread %v exceeds %v at %s", fetchCount, al.max, bound, al.where)
+		}
+		if al.samples == 0 || stats.Blocks == 0 {
+			t.Errorf("FetchCount %d: alignment not exercised: %d samples, %d blocked waits", fetchCount, al.samples, stats.Blocks)
+		}
 	}
-	if al.samples == 0 || stats.Blocks == 0 {
-		t.Errorf("alignment not exercised: %d samples, %d blocked fetches", al.samples, stats.Blocks)
-	}
-	if free.max <= bound {
-		t.Errorf("without alignment the spread %v stayed within %v: the data does not show skew", free.max, bound)
+	free, _ := run(false, skewFetch)
+	t.Logf("unaligned (FetchCount %d): max watermark spread %v (%d samples)", skewFetch, free.max, free.samples)
+	if free.max <= bound+skewBatchSpan {
+		t.Errorf("without alignment the spread %v stayed within %v: the data does not show skew", free.max, bound+skewBatchSpan)
 	}
 }
 
@@ -375,8 +390,8 @@ type joinResult struct {
 // handler to), so the faster stream's watermark fires windows before the
 // slower stream's events for them came, unless the two Subscribers are
 // aligned in one group: then, with AllowedLateness of MaxDrift plus one
-// answer's span, no match is lost. Without alignment the same data loses
-// matches.
+// event-time step of a shard (see AlignmentConfig), no match is lost.
+// Without alignment the same data loses matches.
 func TestSubscriberWatermarkAlignedJoin(t *testing.T) {
 	span := testutil.SoakOr(300*time.Second, 3000*time.Second)
 	aligned := runJoin(t, span, true)
@@ -429,7 +444,7 @@ func runJoin(t *testing.T, span time.Duration, aligned bool) joinResult {
 		coord = watermark.NewInProcessCoordinator()
 	}
 	join, err := watermark.NewWindows[string, byte, byte](watermark.WindowConfig{
-		Size: time.Minute, AllowedLateness: skewMaxDrift + skewBatchSpan,
+		Size: time.Minute, AllowedLateness: skewMaxDrift + skewStep,
 	}, func(acc, side byte) byte { return acc | side })
 	if err != nil {
 		t.Fatal(err)

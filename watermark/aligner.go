@@ -116,10 +116,13 @@ func (c AlignerConfig) Validate() error {
 // plus one fetch).
 //
 // A blocked shard is paused in its Tracker for the whole wait, so waiting on
-// alignment never makes it idle. Blocked shards are re-checked on every
-// change of the tracker's minimum and of the group view (a signal, not a
-// periodic tick), and resume as soon as their watermark is within
-// MaxDrift of the new minimum, however far the minimum jumped.
+// alignment never makes it idle. A blocked shard registers the limit it
+// needs; on every change of the tracker's minimum and of the group view (a
+// signal, not a periodic tick) the Aligner wakes the blocked shards only
+// when the limit reached the lowest need (or when the first view, the
+// group's anchoring or the tracker's shards changed), and they resume as
+// soon as their watermark is within MaxDrift of the new minimum (plus the
+// margin of WaitShardMargin), however far the minimum jumped.
 //
 // An Aligner runs one goroutine, stopped by Close. Its methods are safe for
 // concurrent use. One Aligner per Tracker.
@@ -127,8 +130,11 @@ type Aligner struct {
 	cfg      AlignerConfig
 	t        *Tracker
 	notifier Notifier
-	logger   watermill.LoggerAdapter
-	drift    int64
+	// watchesOwn: the coordinator is an ownWatcher and a Notifier, so the
+	// change channel comes with each report.
+	watchesOwn bool
+	logger     watermill.LoggerAdapter
+	drift      int64
 
 	others     atomic.Int64 // min over the other members, or unconstrained
 	unanchored atomic.Bool  // the last view had pending members without anchor
@@ -139,17 +145,22 @@ type Aligner struct {
 	blocks     atomic.Int64
 	reports    atomic.Int64
 	wakeMu     sync.Mutex
-	wake       chan struct{}
-	errMu      sync.Mutex
-	err        error
-	closing    chan struct{}
-	done       chan struct{}
-	ready      chan struct{}   // closed after the first report, successful or not
-	ctx        context.Context // ends with Close
-	cancel     context.CancelFunc
-	closeMu    sync.Mutex
-	closed     bool
-	closeErr   error
+	wake       chan struct{} // closed by broadcast; waiters select on it
+	// need is the lowest limit a blocked waiter needs to resume (its
+	// shard's watermark plus its margin), unconstrained while none waits.
+	// Written under wakeMu; broadcast resets it.
+	need     atomic.Int64
+	wakes    atomic.Int64 // broadcasts made (tests)
+	errMu    sync.Mutex
+	err      error
+	closing  chan struct{}
+	done     chan struct{}
+	ready    chan struct{}   // closed after the first report, successful or not
+	ctx      context.Context // ends with Close
+	cancel   context.CancelFunc
+	closeMu  sync.Mutex
+	closed   bool
+	closeErr error
 }
 
 // NewAligner binds tracker to an alignment group and starts reporting its
@@ -183,7 +194,10 @@ func NewAligner(tracker *Tracker, config AlignerConfig, logger watermill.LoggerA
 	}
 	a.ctx, a.cancel = context.WithCancel(context.Background())
 	a.notifier, _ = config.Coordinator.(Notifier)
+	_, ow := config.Coordinator.(ownWatcher)
+	a.watchesOwn = ow && a.notifier != nil
 	a.others.Store(unconstrained)
+	a.need.Store(unconstrained)
 	go a.run()
 	return a, nil
 }
@@ -206,7 +220,25 @@ func (a *Aligner) Wait(ctx context.Context, id int) error {
 
 // WaitShard is Wait for a shard handle of the Aligner's Tracker.
 func (a *Aligner) WaitShard(ctx context.Context, s *Shard) error {
-	if a.allowed(s) {
+	return a.wait(ctx, s, 0)
+}
+
+// WaitShardMargin is WaitShard with hysteresis, for a caller that checks
+// often (for example before every message it delivers): it returns at once
+// while the shard's watermark is within the limit (at most MaxDrift ahead of
+// the group minimum), exactly like WaitShard; once it has to block, it
+// returns only when the limit is at least margin above the shard's
+// watermark (or the shard is finished, or the group no longer limits it).
+// So a shard that runs at the limit blocks once per margin of the group's
+// progress, not once per event. margin is clamped to [0, MaxDrift]: the
+// shard at the group minimum is at least MaxDrift below the limit, so it
+// never waits and the group cannot deadlock.
+func (a *Aligner) WaitShardMargin(ctx context.Context, s *Shard, margin time.Duration) error {
+	return a.wait(ctx, s, min(max(int64(margin), 0), a.drift))
+}
+
+func (a *Aligner) wait(ctx context.Context, s *Shard, margin int64) error {
+	if a.allowedFast(s) || a.allowed(s) {
 		return nil
 	}
 	s.Pause()
@@ -217,8 +249,8 @@ func (a *Aligner) WaitShard(ctx context.Context, s *Shard) error {
 		s.Resume()
 	}()
 	for {
-		ch := a.wakeChan()
-		if a.allowed(s) {
+		ch := a.register(s, margin)
+		if a.resumable(s, margin) {
 			return nil
 		}
 		select {
@@ -229,6 +261,40 @@ func (a *Aligner) WaitShard(ctx context.Context, s *Shard) error {
 			return ErrClosed
 		}
 	}
+}
+
+// register returns the channel the next broadcast closes, and records the
+// limit the shard needs to resume, so that the run loop wakes waiters only
+// when the limit reaches the lowest such need (a waiter's watermark only
+// grows, so a recorded need is never too high).
+func (a *Aligner) register(s *Shard, margin int64) <-chan struct{} {
+	need := int64(none) // no watermark: any limit will do
+	if w := s.watermark(); w != none {
+		need = w + margin
+		if need < w { // overflow
+			need = unconstrained
+		}
+	}
+	a.wakeMu.Lock()
+	defer a.wakeMu.Unlock()
+	if need < a.need.Load() {
+		a.need.Store(need)
+	}
+	return a.wake
+}
+
+// resumable reports whether a blocked shard may go on: allowed, with the
+// limit at least margin above its watermark.
+func (a *Aligner) resumable(s *Shard, margin int64) bool {
+	if !a.allowed(s) {
+		return false
+	}
+	if margin == 0 || s.finished.Load() {
+		return true
+	}
+	w := s.watermark()
+	l := a.limit()
+	return w == none || l == unconstrained || l-w >= margin
 }
 
 // Allowed reports, without blocking, whether shard id may fetch now.
@@ -257,6 +323,28 @@ func (a *Aligner) allowed(s *Shard) bool {
 		return false // members waiting for an anchor: our next report gives them one
 	}
 	return w <= a.limit()
+}
+
+// allowedFast is allowed's common case with atomic loads only: a shard of
+// a ready, anchored group within the limit computed from the last known
+// minimums. It may say false where allowed says true (idleness transitions
+// that are due, a view past its TTL: both only raise the limit), never the
+// reverse.
+func (a *Aligner) allowedFast(s *Shard) bool {
+	w := s.watermark()
+	if w == none {
+		return true
+	}
+	select {
+	case <-a.ready:
+	default:
+		return false
+	}
+	if a.unanchored.Load() {
+		return false
+	}
+	m := min(a.t.alignMin.Load(), a.others.Load())
+	return m == unconstrained || m > unconstrained-a.drift || w <= m+a.drift
 }
 
 // limit is the highest watermark a shard may have and still fetch.
@@ -340,15 +428,21 @@ func (a *Aligner) wakeChan() <-chan struct{} {
 	return a.wake
 }
 
-// broadcast wakes every blocked Wait to re-check its shard.
+// broadcast wakes every blocked Wait to re-check its shard (those still
+// blocked register their needs again).
 func (a *Aligner) broadcast() {
 	a.wakeMu.Lock()
 	close(a.wake)
 	a.wake = make(chan struct{})
+	a.need.Store(unconstrained)
 	a.wakeMu.Unlock()
+	a.wakes.Add(1)
 }
 
-// run reports the member's watermark and wakes blocked shards on every change.
+// run reports the member's watermark and wakes blocked shards when the
+// limit reaches what one of them needs, or when something else they wait
+// on changed (the first view, the group's anchoring, the tracker's set of
+// shards).
 func (a *Aligner) run() {
 	defer close(a.done)
 	interval := a.cfg.UpdateInterval
@@ -357,29 +451,35 @@ func (a *Aligner) run() {
 	nextReport := a.t.now()
 	report := true
 	lastReport := int64(0)
-	lastLimit := int64(none)
+	var notify <-chan struct{}
+	lastGen := a.t.gen.Load()
+	lastUnanchored := false
+	first := true
 	for {
-		var notify <-chan struct{}
-		if a.notifier != nil {
-			notify = a.notifier.Changed(a.cfg.Group) // before the report, so no change is missed
-		}
 		if report {
-			a.report()
+			if a.notifier != nil && !a.watchesOwn {
+				// Before the report, so no change is missed.
+				notify = a.notifier.Changed(a.cfg.Group)
+			}
+			ch := a.report()
+			if a.watchesOwn {
+				if ch == nil { // the report failed: watch from now
+					ch = a.notifier.Changed(a.cfg.Group)
+				}
+				notify = ch // the group's channel after this report's own change
+			}
 			lastReport = a.t.now()
 			nextReport = lastReport + int64(interval)
 			report = false
-			select {
-			case <-a.ready:
-			default:
+			if first {
 				close(a.ready)
 			}
 		}
-		// Blocked shards re-check on every change. Without any, a wake-up is
-		// needed only when the limit moved (a Wait may be about to block).
-		if l := a.limit(); l != lastLimit || a.blocked.Load() > 0 {
-			lastLimit = l
+		gen, unanchored := a.t.gen.Load(), a.unanchored.Load()
+		if first || gen != lastGen || unanchored != lastUnanchored || a.limit() >= a.need.Load() {
 			a.broadcast()
 		}
+		first, lastGen, lastUnanchored = false, gen, unanchored
 		wait := nextReport - a.t.now()
 		if d := a.t.nextDeadline.Load() - a.t.now(); d < wait {
 			wait = d // an idleness transition is due: re-evaluate then
@@ -413,7 +513,17 @@ func (a *Aligner) run() {
 	}
 }
 
-func (a *Aligner) report() {
+// ownWatcher is implemented by coordinators (the in-process one) that can
+// return, with a report, the group's change channel as it is after the
+// report: the reporting member is not woken by its own change.
+type ownWatcher interface {
+	reportWatch(ctx context.Context, group, member string, state MemberState, wm time.Time) (GroupView, <-chan struct{}, error)
+}
+
+// report reports the member's state and stores the view. With an
+// ownWatcher coordinator it returns the group's change channel as of the
+// report (nil otherwise, or when the report failed).
+func (a *Aligner) report() <-chan struct{} {
 	state, own := a.t.alignmentState()
 	var wm time.Time
 	if state == MemberHolding {
@@ -422,13 +532,20 @@ func (a *Aligner) report() {
 	// a.ctx ends with Close: Close must not wait for a slow coordinator.
 	ctx, cancel := context.WithTimeout(a.ctx, min(max(a.cfg.UpdateInterval, time.Second), maxReportTimeout))
 	defer cancel()
-	view, err := a.cfg.Coordinator.Report(ctx, a.cfg.Group, a.cfg.Member, state, wm)
+	var view GroupView
+	var err error
+	var changed <-chan struct{}
+	if w, ok := a.cfg.Coordinator.(ownWatcher); ok && a.watchesOwn {
+		view, changed, err = w.reportWatch(ctx, a.cfg.Group, a.cfg.Member, state, wm)
+	} else {
+		view, err = a.cfg.Coordinator.Report(ctx, a.cfg.Group, a.cfg.Member, state, wm)
+	}
 	a.errMu.Lock()
 	a.err = err
 	a.errMu.Unlock()
 	if err != nil {
 		a.logger.Error("Watermark report to the alignment coordinator failed", err, nil)
-		return
+		return nil
 	}
 	o := int64(unconstrained)
 	if view.Constrained {
@@ -440,6 +557,7 @@ func (a *Aligner) report() {
 	a.unanchored.Store(view.Unanchored > 0)
 	a.view.Store(&view)
 	a.reports.Add(1)
+	return changed
 }
 
 // Close stops the Aligner: blocked Wait calls return ErrClosed, the goroutine

@@ -456,3 +456,96 @@ func TestAlignerFinishingBlockedShardEndsWait(t *testing.T) {
 		t.Fatalf("state after an unmatched Resume: %v", st)
 	}
 }
+
+// WaitShardMargin returns at once within the limit, like WaitShard, but once
+// blocked it waits until the limit is margin above the shard's watermark;
+// the blocked shard is woken only when the limit reaches that point, not on
+// every move of the group minimum below it.
+func TestAlignerWaitShardMarginHysteresisAndThresholdWakeups(t *testing.T) {
+	tr := newTracker(t, time.Minute, 0, 1)
+	coord := NewInProcessCoordinator()
+	a := newAligner(t, tr, coord, "m", noTick)
+	fast, slow := tr.Shard(0), tr.Shard(1)
+	slow.Observe(at(0))
+	fast.Observe(at(drift))
+	margin := drift / 2
+	if err := a.WaitShardMargin(context.Background(), fast, margin); err != nil {
+		t.Fatalf("WaitShardMargin within the limit: %v", err)
+	}
+	if st := a.Stats(); st.Blocks != 0 {
+		t.Fatalf("a shard within the limit blocked: %+v", st)
+	}
+	fast.Observe(at(drift + time.Second)) // 1 s past the limit
+	done := make(chan error, 1)
+	go func() { done <- a.WaitShardMargin(context.Background(), fast, margin) }()
+	expectBlocked(t, a, 1)
+	wakes := a.wakes.Load()
+	// The minimum moves in 100 steps to just below margin under the fast
+	// shard's watermark minus MaxDrift: WaitShard would have returned after
+	// the first 10; WaitShardMargin must not, and no step wakes it.
+	const steps = 100
+	last := at(time.Second + margin - time.Millisecond)
+	for i := 1; i <= steps; i++ {
+		slow.Observe(at(time.Second + time.Duration(i)*(margin-time.Millisecond)/steps))
+	}
+	if !allowed(t, a, 0) {
+		t.Fatal("the fast shard is not within the limit after the steps")
+	}
+	// The Aligner's loop has seen the last step once it reported it.
+	testutil.Poll(t, waitLong, "the last step reported", func() (bool, string) {
+		coord.mu.Lock()
+		defer coord.mu.Unlock()
+		m := coord.groups["g"].members["m"]
+		return m.wm == last.UnixNano(), fmt.Sprintf("reported %v", time.Duration(m.wm-base.UnixNano()))
+	})
+	select {
+	case err := <-done:
+		t.Fatalf("WaitShardMargin returned (%v) before the limit was margin above the watermark", err)
+	default:
+	}
+	if a.resumable(fast, int64(margin)) {
+		t.Fatal("resumable with the limit less than margin above the watermark")
+	}
+	if w := a.wakes.Load() - wakes; w != 0 {
+		t.Fatalf("%d wake-ups while the minimum moved below the waiting shard's threshold", w)
+	}
+	slow.Observe(at(time.Second + margin)) // the limit is now exactly margin above
+	expectReturn(t, done, nil)
+	if w := a.wakes.Load() - wakes; w > 2 {
+		t.Fatalf("%d wake-ups for one threshold crossing", w)
+	}
+	if st := fast.State(); st != ShardActive {
+		t.Fatalf("resumed shard state %v", st)
+	}
+	// A margin larger than MaxDrift is clamped: the shard at the group
+	// minimum never waits.
+	if err := a.WaitShardMargin(context.Background(), slow, 10*drift); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// The in-process coordinator hands a reporting member the group's change
+// channel as it is after its own report: its own change does not wake it
+// (one report per change, not two), another member's does.
+func TestInProcessCoordinatorReportWatchSkipsOwnChange(t *testing.T) {
+	c := NewInProcessCoordinator()
+	ctx := context.Background()
+	_, ch, err := c.reportWatch(ctx, "g", "a", MemberHolding, at(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, ch, _ = c.reportWatch(ctx, "g", "a", MemberHolding, at(time.Second)) // a change of a's own
+	select {
+	case <-ch:
+		t.Fatal("the channel returned with a's report was closed by a's own change")
+	default:
+	}
+	if _, err := c.Report(ctx, "g", "b", MemberHolding, at(0)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-ch:
+	default:
+		t.Fatal("another member's change did not close the channel")
+	}
+}

@@ -148,6 +148,21 @@ func (g *ipGroup) signal() {
 func (c *InProcessCoordinator) Report(_ context.Context, group, member string, state MemberState, wm time.Time) (GroupView, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	return c.reportLocked(group, member, state, wm), nil
+}
+
+// reportWatch is Report that also returns the group's change channel as it
+// is after the report (the Aligner's ownWatcher): a member that watches it
+// is woken by the others' changes, not by its own.
+func (c *InProcessCoordinator) reportWatch(_ context.Context, group, member string, state MemberState, wm time.Time) (GroupView, <-chan struct{}, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	view := c.reportLocked(group, member, state, wm)
+	return view, c.groups[group].changed, nil
+}
+
+// reportLocked is Report with c.mu held.
+func (c *InProcessCoordinator) reportLocked(group, member string, state MemberState, wm time.Time) GroupView {
 	g := c.group(group)
 	lowest := int64(unconstrained) // over the others
 	for name, o := range g.members {
@@ -195,7 +210,7 @@ func (c *InProcessCoordinator) Report(_ context.Context, group, member string, s
 	if lowest != unconstrained {
 		view.Min, view.Constrained = time.Unix(0, lowest), true
 	}
-	return view, nil
+	return view
 }
 
 // Leave implements Coordinator.

@@ -33,11 +33,16 @@
 // An Aligner binds a Tracker (one member) to a named alignment group on a
 // Coordinator. Before each fetch, a shard calls Aligner.Wait: it blocks while
 // the shard's watermark is more than MaxDrift ahead of the group minimum, with
-// the shard paused in its Tracker. The group minimum is the lowest of the
+// the shard paused in its Tracker. A caller that checks before every message
+// it delivers calls Aligner.WaitShardMargin, which once blocked waits for the
+// limit to be a margin above the shard (one wait per margin of progress, not
+// per message). The group minimum is the lowest of the
 // member's own minimum (read live) and the minimum the Coordinator reports
-// for the other members. Blocked shards are re-checked on every change, not on
-// a timer, and resume as soon as the minimum allows, however far it moved
-// (unlike FLINK-37399, where catch-up was capped at MaxDrift per interval).
+// for the other members. Blocked shards are woken on the change that brings
+// the limit to what one of them needs (or changes the group's anchoring or the
+// tracker's shards), not on a timer nor on every move of the minimum, and
+// resume as soon as the minimum allows, however far it moved (unlike
+// FLINK-37399, where catch-up was capped at MaxDrift per interval).
 //
 // Nothing deadlocks: idle, finished and released shards and members do not
 // count; with nothing counting there is no limit (an empty group, a group of
@@ -57,7 +62,9 @@
 // UpdateInterval (no LISTEN/NOTIFY).
 //
 // The bound: with members holding continuously, no shard's watermark gets more
-// than MaxDrift plus what one fetch adds beyond the slowest shard's. Views of
+// than MaxDrift plus what one fetch adds beyond the slowest shard's when the
+// checks are made before each fetch, plus one event's step when they are made
+// before each delivered message (as slspubsub does). Views of
 // other members are snapshots, refreshed on every change in process and every
 // UpdateInterval with PostgreSQL; a member that turns from released (idle,
 // finished, no shards) to holding with an older watermark is seen by the
@@ -75,7 +82,9 @@
 //     shard) (or Wait(ctx, id)); return on its error (ctx done, ErrClosed).
 //     Around a blocking hand-off to a full buffer (back-pressure):
 //     Shard.Pause() and Shard.Resume(), so the wait is not taken for idleness.
-//   - Per delivered message, before it is sent: Shard.Observe(eventTime) (or
+//   - Per delivered message, before it is sent: with alignment,
+//     Aligner.WaitShardMargin(ctx, shard, margin) (atomic loads only while
+//     the shard is within the limit); then Shard.Observe(eventTime) (or
 //     Tracker.ObserveMessage(id, msg) with Strategy.EventTime), then
 //     Tracker.Stamp(msg). Neither allocates (Stamp only when the watermark
 //     moved).

@@ -122,7 +122,10 @@ type Tracker struct {
 	// changed receives a value (non-blocking) whenever alignMin changed; the
 	// Aligner bound to the tracker listens on it.
 	changed chan struct{}
-	bound1  atomic.Bool // an Aligner is bound
+	// gen counts changes of the set of shards (added, finished, removed):
+	// the Aligner wakes its blocked shards when it moves.
+	gen    atomic.Int64
+	bound1 atomic.Bool // an Aligner is bound
 }
 
 type stampCache struct {
@@ -207,7 +210,9 @@ func (t *Tracker) AddShard(id int, initial time.Time) (*Shard, error) {
 	t.byID.Store(&m)
 	l := append(append([]*Shard(nil), *t.shards.Load()...), s)
 	t.shards.Store(&l)
+	t.gen.Add(1)
 	t.recomputeLocked()
+	t.signal()
 	return s, nil
 }
 
@@ -224,6 +229,7 @@ func (t *Tracker) FinishShard(id int) (time.Time, bool, error) {
 		return time.Time{}, false, fmt.Errorf("%w: %d", ErrUnknownShard, id)
 	}
 	s.finished.Store(true)
+	t.gen.Add(1)
 	t.recompute()
 	t.signal() // a Wait blocked on this shard returns
 	w, ok := s.Watermark()
@@ -255,6 +261,7 @@ func (t *Tracker) RemoveShard(id int) error {
 		}
 	}
 	t.shards.Store(&l)
+	t.gen.Add(1)
 	t.recomputeLocked()
 	t.signal()
 	return nil
