@@ -450,6 +450,11 @@ func putHeaders(h map[string]string) {
 	headerMaps.Put(h)
 }
 
+// maxUnpooledBody is the largest compressed PutLogs body allocated per
+// request rather than taken from the pool (see putLogs): it fits the
+// default Transport's write buffer with the headers.
+const maxUnpooledBody = transportWriteBuffer - 4<<10
+
 // putLogs writes rawLogGroup, one encoded sls.LogGroup (appendLogGroup),
 // compressed with compression. Without a hashKey it is PutLogs
 // (POST /logstores/{ls}, SLS picks the shard); with one it is
@@ -474,11 +479,26 @@ func (c *apiClient) putLogs(ctx context.Context, logstore, hashKey string, seqID
 	if !compression.valid() {
 		return fmt.Errorf("slspubsub: %s %s/%s: unknown compression %v", op, c.project, logstore, compression)
 	}
-	buf := getBodyBuffer()
-	body, err := compress(compression, (*buf)[:0], rawLogGroup)
-	*buf = body
+	// A small body goes in a buffer of its own, as a bytes.Reader: net/http
+	// then writes the headers and the body in one system call (it flushes
+	// the headers first for any other body type) and replays it if the
+	// connection turns out dead before anything was written. A large one,
+	// where that write no longer matters, comes from the pool and returns
+	// to it when net/http closes it.
+	var buf *[]byte
+	var body []byte
+	var err error
+	if bound := compressBound(compression, len(rawLogGroup)); bound <= maxUnpooledBody {
+		body, err = compress(compression, make([]byte, 0, bound), rawLogGroup)
+	} else {
+		buf = getBodyBuffer()
+		body, err = compress(compression, (*buf)[:0], rawLogGroup)
+		*buf = body
+	}
 	if err != nil {
-		putBodyBuffer(buf)
+		if buf != nil {
+			putBodyBuffer(buf)
+		}
 		return fmt.Errorf("slspubsub: %s %s/%s: compress: %w", op, c.project, logstore, err)
 	}
 	h := getHeaders()
