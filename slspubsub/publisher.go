@@ -53,10 +53,7 @@ var ErrSequenceOrder = errors.New("slspubsub: sequence ids out of order")
 // different topic, source or tags metadata go in different requests).
 // Lanes proceed in parallel, up to MaxConcurrentRequests requests in
 // flight. The more callers, the larger the requests: throughput grows with
-// concurrency instead of with a linger delay. The only wait: when a request
-// of several messages settles, the callers it releases get up to 50 µs to
-// publish again, so that they share the next request (a workload whose
-// callers do not come back stops this wait after a few tries).
+// concurrency instead of with a linger delay.
 //
 // With a HashKey, each distinct hash key is a lane with at most one request
 // in flight, which keeps the key's order: use HashBuckets to let one
@@ -192,13 +189,6 @@ type Publisher struct {
 
 	accepted atomic.Int64 // messages enqueued so far (see yieldToCallers)
 
-	// A worker parked in yieldToCallers waits on arrived until accepted
-	// reaches gatherTarget (0: none waits).
-	gatherTarget atomic.Int64
-	arrived      chan struct{}
-	gatherMisses atomic.Int32 // waits in a row that timed out
-	gatherProbes atomic.Int32 // waits skipped since misses piled up
-
 	wg sync.WaitGroup // workers and pending retry timers
 }
 
@@ -227,7 +217,6 @@ func NewPublisher(config PublisherConfig, logger watermill.LoggerAdapter) (*Publ
 		abort:   abort,
 		lanes:   make(map[laneKey]*lane),
 		drained: make(chan struct{}),
-		arrived: make(chan struct{}, 1),
 	}, nil
 }
 
