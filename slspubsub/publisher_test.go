@@ -2,6 +2,7 @@ package slspubsub_test
 
 import (
 	"context"
+	cryptorand "crypto/rand"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -1479,4 +1480,63 @@ func TestPublisherCloseGivesUpUnkeyedInFlight(t *testing.T) {
 		t.Fatalf("Publish: %v, want all %d messages failed with ErrPublisherClosed", err, len(msgs))
 	}
 	pubRequireNoGoroutines(t)
+}
+
+// TestPublisherRequestBodySizes writes one call as one request with each
+// compression, once small (its body is allocated for the request and sent
+// with the headers in one write) and once large and incompressible (more
+// than 64 KiB compressed: its body comes from the pool, which takes it back
+// when net/http closes it), and reads every payload back. A reused buffer
+// would show as a corrupt body (refused) or another request's payload.
+func TestPublisherRequestBodySizes(t *testing.T) {
+	for _, compression := range []slspubsub.Compression{slspubsub.CompressionLZ4, slspubsub.CompressionZstd, slspubsub.CompressionNone} {
+		for _, size := range []struct {
+			name     string
+			n, bytes int
+		}{{"small", 20, 100}, {"large", 40, 4 << 10}} {
+			t.Run(compression.String()+"/"+size.name, func(t *testing.T) {
+				env := newPubEnv(t, 1)
+				cfg := env.config()
+				cfg.Compression = compression
+				p := pubNewPublisher(t, cfg)
+				want := make(map[string]string)
+				for round := range 3 {
+					msgs := make([]*message.Message, size.n)
+					for i := range msgs {
+						raw := make([]byte, size.bytes*3/4)
+						_, _ = cryptorand.Read(raw)
+						msgs[i] = message.NewMessage(watermill.NewUUID(), []byte(base64.StdEncoding.EncodeToString(raw)))
+						want[msgs[i].UUID] = string(msgs[i].Payload)
+					}
+					if err := p.Publish(pubLogstore, msgs...); err != nil {
+						t.Fatalf("round %d: %v", round, err)
+					}
+				}
+				if n := len(env.requests.writes()); n != 3 {
+					t.Fatalf("%d requests for 3 calls; want one each", n)
+				}
+				got := 0
+				for _, g := range pubStoredGroups(t, env.Server, pubLogstore) {
+					for _, l := range g.Logs {
+						var uuid, payload string
+						for _, c := range l.Contents {
+							switch c.GetKey() {
+							case "uuid":
+								uuid = c.GetValue()
+							case "payload":
+								payload = c.GetValue()
+							}
+						}
+						if w, ok := want[uuid]; !ok || w != payload {
+							t.Fatalf("log %s: payload of %d bytes does not match the %d published", uuid, len(payload), len(w))
+						}
+						got++
+					}
+				}
+				if got != len(want) {
+					t.Fatalf("%d logs stored, %d published", got, len(want))
+				}
+			})
+		}
+	}
 }
