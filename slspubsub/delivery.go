@@ -206,6 +206,12 @@ func (d *delivery) send(ctx context.Context, msg *message.Message, pos Position,
 // handOver sends msg to the subscription's channel; false means ctx ended
 // first.
 func (d *delivery) handOver(ctx context.Context, msg *message.Message) bool {
+	select {
+	case d.sub.out <- msg: // the handler was waiting: no full select
+		d.relieved()
+		return true
+	default:
+	}
 	for {
 		select {
 		case d.sub.out <- msg:

@@ -581,12 +581,37 @@ func jsonSafe8(s string) bool {
 	return bad == 0
 }
 
+// jsonSafeString reports whether every byte of s is jsonSafe: s is its own
+// JSON string body. It tests 8 bytes at a time, the tail of a string of 8
+// bytes or more as its last 8.
+func jsonSafeString(s string) bool {
+	if len(s) < 8 {
+		for i := 0; i < len(s); i++ {
+			if b := s[i]; b >= utf8.RuneSelf || !jsonSafe[b] {
+				return false
+			}
+		}
+		return true
+	}
+	for i := 0; i+8 <= len(s); i += 8 {
+		if !jsonSafe8(s[i : i+8]) {
+			return false
+		}
+	}
+	return jsonSafe8(s[len(s)-8:])
+}
+
 // jsonAppendString appends s as a JSON string, escaped exactly like
 // encoding/json with SetEscapeHTML(false): '"' and '\\' and control
 // characters escaped (\b \f \n \r \t or \u00XX), U+2028 and U+2029 escaped,
 // invalid UTF-8 replaced by \ufffd. With raw, invalid UTF-8 bytes are copied
 // as they are instead (jsonScanObject reads them back unchanged).
 func jsonAppendString(dst []byte, s string, raw bool) []byte {
+	if jsonSafeString(s) { // most keys and values: copied as they are
+		dst = append(dst, '"')
+		dst = append(dst, s...)
+		return append(dst, '"')
+	}
 	const hex = "0123456789abcdef"
 	dst = append(dst, '"')
 	start := 0
