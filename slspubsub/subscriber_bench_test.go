@@ -38,9 +38,12 @@ const benchConsumeTimeout = 5 * time.Minute
 // construction until the last log was handled; shutting it down is not
 // timed (StopAndWait of the SDK sleeps at least 500 ms by design). Both
 // sides report logs/s, MB/s of raw (protobuf-encoded, uncompressed) log
-// bytes and allocations per log. The emulator runs in the same process, so
-// its work (serving and LZ4-compressing PullLogs answers) and allocations
-// are counted on both sides alike.
+// bytes, the process's CPU time per log (cpu-ns/log) and the cores it kept
+// busy on average (cores), and allocations per log. The emulator runs in
+// the same process, so its work (serving and LZ4-compressing PullLogs
+// answers), CPU time and allocations are counted on both sides alike. On a
+// machine whose cores are shared, cpu-ns/log is the steadier figure: when
+// other processes hold the cores, logs/s follows the CPU time per log.
 //
 //   - watermill-sls: a Subscriber with StartAtBegin, StopAtEnd (its
 //     channel closes once everything was read and acked), FetchCount 1000,
