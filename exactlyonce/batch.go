@@ -109,6 +109,8 @@ type batchRequest struct {
 	msg *message.Message
 	pos Position
 	res chan error // buffered 1; the loop answers every request it received exactly once
+
+	skipped bool // applied before, or a duplicate in the batch (for Metrics)
 }
 
 // NewBatchHandler returns a BatchHandler applying fn with positions in store, and starts its goroutine; Close
@@ -205,6 +207,7 @@ func (h *BatchHandler) collect(first *batchRequest) []*batchRequest {
 
 // apply runs one batch's transaction and answers its requests.
 func (h *BatchHandler) apply(batch []*batchRequest) {
+	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.Timeout)
 	defer cancel()
 	parts := groupByPartition(batch)
@@ -222,6 +225,7 @@ func (h *BatchHandler) apply(batch []*batchRequest) {
 		for _, p := range parts {
 			h.blocks.failed(p[0].pos)
 		}
+		h.observe(start, batch, nil, err)
 		for _, r := range batch {
 			r.res <- err
 		}
@@ -236,6 +240,7 @@ func (h *BatchHandler) apply(batch []*batchRequest) {
 			}
 		}
 	}
+	h.observe(start, batch, results, nil)
 	for _, r := range batch {
 		r.res <- results[r]
 	}
@@ -323,6 +328,7 @@ func (h *BatchHandler) runPartition(ctx context.Context, tx pgx.Tx, p []*batchRe
 			results[r] = fmt.Errorf("message at %s: %w (failed at %s in the same batch)", r.pos, ErrPartitionBlocked, *failed)
 			continue
 		case hasStored && !r.pos.After(stored), nApplied > 0 && !r.pos.After(applied):
+			r.skipped = true
 			continue // applied before, or a duplicate in the batch: skip
 		}
 		if blocked && r.pos.After(block) && (nApplied == 0 || block.After(applied)) {

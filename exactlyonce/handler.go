@@ -42,6 +42,8 @@ type HandlerConfig struct {
 	// through a router (which SLSPosition and KafkaPosition read the topic from), or to store positions under
 	// another name. Default: the stream Position returns, which must not be empty.
 	Stream string
+	// Metrics receives the outcome of every transaction (slsmetrics.NewHandlerMetrics). Default: NopMetrics.
+	Metrics Metrics
 }
 
 // Validate reports every invalid field in one error.
@@ -178,12 +180,15 @@ func (h *MessageHandler) Handle(msg *message.Message) error {
 	if err := h.blocks.check(pos); err != nil {
 		return err
 	}
+	skipped := false
+	defer h.observer(&skipped, &err)()
 	err = pgx.BeginFunc(ctx, h.store.pool, func(tx pgx.Tx) error {
 		stored, ok, err := h.store.lock(ctx, tx, h.cfg.Consumer, pos)
 		if err != nil {
 			return err
 		}
 		if ok && !pos.After(stored) {
+			skipped = true
 			return nil // applied before: ack without running the handler
 		}
 		if err := h.fn(ctx, tx, msg); err != nil {

@@ -508,7 +508,7 @@ func (p *Publisher) send(b *batch) error {
 	if p.config.IdempotentWrites {
 		seq = b.seqID
 	}
-	return p.api.putLogs(b.ctx, b.lane.key.logstore, b.lane.hashKey, seq, b.raw, p.config.Compression)
+	return p.putLogs(b, seq)
 }
 
 // settle decides what an attempt's outcome means for b and its lane: done,
@@ -543,6 +543,7 @@ func (p *Publisher) settle(l *lane, b *batch, err error, done []*entry) (_ []*en
 	if err != nil {
 		if wait, ok := p.retryAfter(b, err); ok {
 			p.logger.Debug("PutLogs failed, retrying", p.batchFields(b, err).Add(watermill.LogFields{"backoff": wait}))
+			p.config.Metrics.PutLogsRetry(b.lane.key.logstore, b.attempts, err)
 			// The batch keeps its place in l.inflight: a lane with limit 1
 			// sends nothing else before it.
 			b.lastErr = err

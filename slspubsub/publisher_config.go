@@ -127,6 +127,10 @@ type PublisherConfig struct {
 	// CloseTimeout bounds how long Close waits for accepted messages to be
 	// written; what is left then fails. Default: 30 s.
 	CloseTimeout time.Duration
+
+	// Metrics receives every PutLogs attempt and retry, for monitoring
+	// (slsmetrics.NewPublisherMetrics). Default: NopPublisherMetrics.
+	Metrics PublisherMetrics
 }
 
 func (c *PublisherConfig) setDefaults() {
@@ -143,6 +147,9 @@ func (c *PublisherConfig) setDefaults() {
 	setDefault(&c.RetryMaxBackoff, 5*time.Second)
 	setDefault(&c.RetryTimeout, 2*time.Minute)
 	setDefault(&c.CloseTimeout, 30*time.Second)
+	if c.Metrics == nil {
+		c.Metrics = NopPublisherMetrics{}
+	}
 }
 
 func setDefault[T int | time.Duration](v *T, def T) {

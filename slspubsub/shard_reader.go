@@ -169,12 +169,11 @@ func (r *shardReader) run(ctx context.Context) error {
 			return nil
 		}
 		if r.wm != nil {
-			if err := r.wm.awaitFetch(ctx, r.budget); err != nil {
+			if err := r.awaitFetch(ctx); err != nil {
 				return nil // ctx ended or the subscription's aligner closed
 			}
 		}
-		res, err := r.api.pullLogs(ctx, r.logstore, r.shard, cursorFromInt64(r.cursor), r.endCursor,
-			r.pullCount(free), r.cfg.Compression)
+		res, err := r.pull(ctx, free)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -252,6 +251,7 @@ func (r *shardReader) deliver(ctx context.Context, res pullResult) error {
 	if err != nil {
 		return err
 	}
+	r.fetchedLogs(groups)
 	next, ok := cursorToInt64(res.NextCursor)
 	if !ok {
 		return &Error{Op: opPullLogs, Logstore: r.logstore, Code: CodeBadResponse, Message: "invalid next cursor " + res.NextCursor}

@@ -250,6 +250,11 @@ type SubscriberConfig struct {
 	// shards (see WatermarkConfig). Default nil: no watermarks, and the
 	// delivery path does no watermark work at all.
 	Watermark *WatermarkConfig
+
+	// Metrics receives every PullLogs request, the logs fetched and the
+	// alignment waits, for monitoring (slsmetrics.NewSubscriberMetrics).
+	// Default: NopSubscriberMetrics.
+	Metrics SubscriberMetrics
 }
 
 func (c *SubscriberConfig) setDefaults() {
@@ -298,6 +303,9 @@ func (c *SubscriberConfig) setDefaults() {
 	}
 	if c.LogStoreTTLDays == 0 {
 		c.LogStoreTTLDays = DefaultLogStoreTTLDays
+	}
+	if c.Metrics == nil {
+		c.Metrics = NopSubscriberMetrics{}
 	}
 }
 

@@ -7,6 +7,11 @@
 // -endpoint and -project (and credentials in ALIBABA_CLOUD_ACCESS_KEY_ID and
 // ALIBABA_CLOUD_ACCESS_KEY_SECRET) it runs against a real SLS project whose
 // logstores orders, orders-enriched and orders-poison exist.
+//
+// Metrics: the SLS metrics of the Publisher and Subscriber (package
+// slsmetrics) and Watermill's router metrics (components/metrics) share one
+// Prometheus registry; -metrics-addr serves it on /metrics while the router
+// runs, and the program prints a few of its values at the end.
 package main
 
 import (
@@ -16,15 +21,20 @@ import (
 	"flag"
 	"fmt"
 	"log"
+	"net/http"
 	"os"
 	"os/signal"
 	"sync/atomic"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/components/metrics"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/watermill-sls/watermill-sls/slsmetrics"
 	"github.com/watermill-sls/watermill-sls/slspubsub"
 	"github.com/watermill-sls/watermill-sls/slspubsub/slstest"
 )
@@ -39,6 +49,7 @@ func main() {
 	endpoint := flag.String("endpoint", "", "SLS endpoint (empty: an in-process emulator)")
 	project := flag.String("project", "router-example", "SLS project")
 	orders := flag.Int("orders", 1000, "orders to write first (0: none)")
+	metricsAddr := flag.String("metrics-addr", "", "serve Prometheus metrics on this address (/metrics) while running")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
@@ -48,11 +59,49 @@ func main() {
 		log.Fatal(err)
 	}
 	defer cleanup()
-	res, err := run(ctx, cfg, *orders, watermill.NewSlogLogger(nil))
+	reg := prometheus.NewRegistry()
+	if *metricsAddr != "" {
+		srv := &http.Server{Addr: *metricsAddr, Handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), ReadHeaderTimeout: 5 * time.Second}
+		go func() {
+			if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Fatalf("metrics: %v", err)
+			}
+		}()
+		defer srv.Close()
+	}
+	res, err := run(ctx, cfg, *orders, reg, watermill.NewSlogLogger(nil))
 	if err != nil {
 		log.Fatal(err)
 	}
 	fmt.Printf("orders written %d, enriched %d, poisoned %d, in %v\n", res.written, res.enriched, res.poisoned, res.took.Round(time.Millisecond))
+	for _, name := range []string{"watermill_sls_publisher_logs_total", "watermill_sls_subscriber_logs_fetched_total",
+		"router_example_handler_execution_time_seconds"} {
+		v, err := metricSum(reg, name)
+		if err != nil {
+			log.Fatal(err)
+		}
+		fmt.Printf("%s %v\n", name, v)
+	}
+}
+
+// metricSum is the sum over a metric's series in reg: counter values, or
+// histogram sample counts.
+func metricSum(reg prometheus.Gatherer, name string) (float64, error) {
+	mfs, err := reg.Gather()
+	if err != nil {
+		return 0, err
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		var v float64
+		for _, m := range mf.GetMetric() {
+			v += m.GetCounter().GetValue() + float64(m.GetHistogram().GetSampleCount())
+		}
+		return v, nil
+	}
+	return 0, fmt.Errorf("metric %s not registered", name)
 }
 
 // clientConfig points at a real SLS project, or at an emulator started here
@@ -94,10 +143,19 @@ type result struct {
 }
 
 // run writes n orders, then routes the orders logstore until every order
-// written was enriched or poisoned (or ctx ends).
-func run(ctx context.Context, cfg slspubsub.ClientConfig, n int, logger watermill.LoggerAdapter) (result, error) {
+// written was enriched or poisoned (or ctx ends). The Publisher's, the orders
+// Subscriber's and the router's metrics go to reg.
+func run(ctx context.Context, cfg slspubsub.ClientConfig, n int, reg *prometheus.Registry, logger watermill.LoggerAdapter) (result, error) {
 	start := time.Now()
-	pub, err := slspubsub.NewPublisher(slspubsub.PublisherConfig{ClientConfig: cfg}, logger)
+	pubMetrics, err := slsmetrics.NewPublisherMetrics(reg)
+	if err != nil {
+		return result{}, err
+	}
+	subMetrics, err := slsmetrics.NewSubscriberMetrics(reg)
+	if err != nil {
+		return result{}, err
+	}
+	pub, err := slspubsub.NewPublisher(slspubsub.PublisherConfig{ClientConfig: cfg, Metrics: pubMetrics}, logger)
 	if err != nil {
 		return result{}, err
 	}
@@ -109,8 +167,14 @@ func run(ctx context.Context, cfg slspubsub.ClientConfig, n int, logger watermil
 		ClientConfig:  cfg,
 		ConsumerGroup: "router-example", // several copies of this program share the shards
 		MaxInFlight:   8,
+		Metrics:       subMetrics,
 	}, logger)
 	if err != nil {
+		return result{}, err
+	}
+	defer sub.Close()
+	// Lag, watermarks and shard states of the orders logstore, read at scrape time.
+	if _, err := slsmetrics.NewSubscriberCollector(reg, sub, []string{ordersTopic}); err != nil {
 		return result{}, err
 	}
 
@@ -118,6 +182,8 @@ func run(ctx context.Context, cfg slspubsub.ClientConfig, n int, logger watermil
 	if err != nil {
 		return result{}, err
 	}
+	// Watermill's metrics: handler execution time, messages received and published, per handler.
+	metrics.NewPrometheusMetricsBuilder(reg, "router_example", "").AddPrometheusRouterMetrics(router)
 	poison, err := middleware.PoisonQueue(pub, poisonTopic)
 	if err != nil {
 		return result{}, err
