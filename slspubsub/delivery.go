@@ -2,8 +2,6 @@ package slspubsub
 
 import (
 	"context"
-	"fmt"
-	"strconv"
 	"sync"
 	"time"
 
@@ -13,9 +11,10 @@ import (
 
 // ackResult is how a delivered message was settled.
 type ackResult struct {
-	msg   *message.Message
-	pos   Position
-	acked bool
+	msg    *message.Message
+	pos    Position
+	cursor int64 // pos.Cursor's value
+	acked  bool
 }
 
 // delivery is the delivery loop of one shard.
@@ -32,6 +31,8 @@ type delivery struct {
 	// so that a slow handler is back-pressure, never idleness.
 	tick   <-chan time.Time
 	paused bool
+
+	ctxSlab []msgContext // where the next messages' contexts are cut from
 }
 
 // backPressure pauses the shard (once) while the delivery loop waits for
@@ -117,43 +118,31 @@ func (d *delivery) drainContext(ctx context.Context) (context.Context, func()) {
 
 // deliverBatch delivers every log of b; false means stop the shard. A new
 // LogGroup is started only while ctx lives; one started is delivered to
-// its end under drain.
+// its end under drain. The messages were built by the fetch loop.
 func (d *delivery) deliverBatch(ctx, drain context.Context, b fetchedBatch) bool {
-	s := d.sub.s
-	shardText := strconv.Itoa(d.st.id)
+	k := 0
 	for gi := range b.groups {
 		g := &b.groups[gi]
-		cursor := b.first + int64(gi)
-		pos := Position{Shard: d.st.id, Cursor: cursorFromInt64(cursor)}
-		shared := newGroupShared(g, shardText, pos.Cursor)
 		if ctx.Err() != nil {
 			return false
 		}
-		for li := range g.Logs {
-			if gi == 0 && li < b.skip {
-				continue
-			}
+		cursor := b.first + int64(gi)
+		pos := Position{Shard: d.st.id, Cursor: b.cursors[gi]}
+		start := 0
+		if gi == 0 {
+			start = min(b.skip, len(g.Logs))
+		}
+		for li := start; li < len(g.Logs); li++ {
 			pos.Index = li
-			in := ReceivedLog{Project: s.cfg.Project, Logstore: d.sub.topic, Group: g, Log: &g.Logs[li], Position: pos, shared: shared}
-			msg, err := s.cfg.Unmarshaler.Unmarshal(in)
-			if err == nil && msg == nil {
-				err = fmt.Errorf("slspubsub: %T returned no message for position %s", s.cfg.Unmarshaler, pos)
+			msg := b.msgs[k]
+			if err, bad := b.failed[k]; bad && !d.unmarshalFailed(err, pos) {
+				return false
 			}
-			if err != nil {
-				fields := d.sub.fields(d.st).Add(watermill.LogFields{"position": pos.String()})
-				if s.cfg.OnUnmarshalError == UnmarshalErrorFail {
-					s.fail("SLS log cannot be unmarshaled; shard stopped", err, fields)
-					d.failed = true
-					return false
-				}
-				s.logger.Error("SLS log cannot be unmarshaled; delivered raw", err, fields)
-				msg = unmarshalForeign(in)
-				msg.Metadata.Set(MetadataUnmarshalError, err.Error())
-			}
+			k++
 			if d.wm != nil {
-				d.wm.observe(d, msg, in.Log, pos)
+				d.wm.observe(d, msg, &g.Logs[li], pos)
 			}
-			if !d.send(drain, msg, pos) {
+			if !d.send(drain, msg, pos, cursor) {
 				return false
 			}
 		}
@@ -161,11 +150,25 @@ func (d *delivery) deliverBatch(ctx, drain context.Context, b fetchedBatch) bool
 	return true
 }
 
+// unmarshalFailed applies the OnUnmarshalError policy to a log the
+// Unmarshaler rejected with err; false means stop the shard.
+func (d *delivery) unmarshalFailed(err error, pos Position) bool {
+	s := d.sub.s
+	fields := d.sub.fields(d.st).Add(watermill.LogFields{"position": pos.String()})
+	if s.cfg.OnUnmarshalError == UnmarshalErrorFail {
+		s.fail("SLS log cannot be unmarshaled; shard stopped", err, fields)
+		d.failed = true
+		return false
+	}
+	s.logger.Error("SLS log cannot be unmarshaled; delivered raw", err, fields)
+	return true
+}
+
 // send delivers msg once fewer than MaxInFlight messages are in flight.
 // With MaxInFlight 1 it waits for the ack itself (no goroutine per message)
 // and sends a nacked message again at once; with more, a watcher goroutine
 // per message reports to the delivery loop.
-func (d *delivery) send(ctx context.Context, msg *message.Message, pos Position) bool {
+func (d *delivery) send(ctx context.Context, msg *message.Message, pos Position, cursor int64) bool {
 	maxInFlight := d.sub.s.cfg.MaxInFlight
 	for d.inFlight >= maxInFlight {
 		if !d.settle(ctx) {
@@ -175,40 +178,21 @@ func (d *delivery) send(ctx context.Context, msg *message.Message, pos Position)
 	for {
 		// The message's context ends when it is acked or nacked, as in
 		// watermill-kafka, or when the subscription ends.
-		msgCtx := newMsgContext(ctx)
-		cancel := msgCtx.end
+		msgCtx := d.newMsgContext(ctx)
 		msg.SetContext(msgCtx)
 		if d.wm != nil {
 			d.wm.stamp(msg)
 		}
-	sending:
-		for {
-			select {
-			case d.sub.out <- msg:
-				break sending
-			case <-ctx.Done():
-				d.relieved()
-				cancel()
-				return false
-			case <-d.tick:
-				d.backPressure()
-			}
+		if !d.handOver(ctx, msg) {
+			msgCtx.end()
+			return false
 		}
-		d.relieved()
 		if maxInFlight > 1 {
-			d.inFlight++
-			d.watchers.Add(1)
-			go func() {
-				defer d.watchers.Done()
-				defer cancel()
-				if settled, acked := d.await(ctx, msg, msgCtx, pos); settled {
-					d.results <- ackResult{msg: msg, pos: pos, acked: acked}
-				}
-			}()
+			d.watch(ctx, msg, msgCtx, pos, cursor)
 			return true
 		}
-		settled, acked := d.await(ctx, msg, msgCtx, pos)
-		cancel()
+		settled, acked := d.await(ctx, msg, msgCtx, cursor, pos.Index)
+		msgCtx.end()
 		if !settled {
 			return false
 		}
@@ -219,10 +203,63 @@ func (d *delivery) send(ctx context.Context, msg *message.Message, pos Position)
 	}
 }
 
+// handOver sends msg to the subscription's channel; false means ctx ended
+// first.
+func (d *delivery) handOver(ctx context.Context, msg *message.Message) bool {
+	select {
+	case d.sub.out <- msg: // the handler was waiting: no full select
+		d.relieved()
+		return true
+	default:
+	}
+	for {
+		select {
+		case d.sub.out <- msg:
+			d.relieved()
+			return true
+		case <-ctx.Done():
+			d.relieved()
+			return false
+		case <-d.tick:
+			d.backPressure()
+		}
+	}
+}
+
+// watch starts the watcher goroutine of a message sent with MaxInFlight
+// above 1: it reports the message's ack or nack to the delivery loop.
+func (d *delivery) watch(ctx context.Context, msg *message.Message, msgCtx *msgContext, pos Position, cursor int64) {
+	d.inFlight++
+	d.watchers.Add(1)
+	go func() {
+		defer d.watchers.Done()
+		defer msgCtx.end()
+		if settled, acked := d.await(ctx, msg, msgCtx, cursor, pos.Index); settled {
+			d.results <- ackResult{msg: msg, pos: pos, cursor: cursor, acked: acked}
+		}
+	}()
+}
+
+// msgContextSlab is how many message contexts are allocated at once.
+const msgContextSlab = 64
+
+// newMsgContext returns a new context for a message, under parent. They
+// are cut from slabs: one allocation per msgContextSlab messages (a
+// context still referenced keeps its slab alive, a few KiB).
+func (d *delivery) newMsgContext(parent context.Context) *msgContext {
+	if len(d.ctxSlab) == 0 {
+		d.ctxSlab = make([]msgContext, msgContextSlab)
+	}
+	c := &d.ctxSlab[0]
+	d.ctxSlab = d.ctxSlab[1:]
+	c.Context = parent
+	return c
+}
+
 // await waits until msg is acked or nacked (settled) or ctx (the drain
 // context) ends. Acks are tracked here, so that none is lost when the
 // shard's reading ends right after it.
-func (d *delivery) await(ctx context.Context, msg *message.Message, msgCtx *msgContext, pos Position) (settled, acked bool) {
+func (d *delivery) await(ctx context.Context, msg *message.Message, msgCtx *msgContext, cursor int64, index int) (settled, acked bool) {
 	if d.tick != nil && d.sub.s.cfg.MaxInFlight == 1 {
 		// Waiting for the handler is back-pressure (with more in flight,
 		// settle waits for the handlers instead).
@@ -236,7 +273,7 @@ waiting:
 	for {
 		select {
 		case <-msg.Acked():
-			d.ack(pos)
+			d.st.tracker.ack(cursor, index)
 			return true, true
 		case <-msg.Nacked():
 			return true, false
@@ -249,15 +286,10 @@ waiting:
 	msgCtx.end()
 	select {
 	case <-msg.Acked():
-		d.ack(pos)
+		d.st.tracker.ack(cursor, index)
 	default:
 	}
 	return false, false
-}
-
-func (d *delivery) ack(pos Position) {
-	v, _ := pos.CursorValue()
-	d.st.tracker.ack(v, pos.Index)
 }
 
 // settle waits for one in-flight message to be acked or nacked; a nacked one
@@ -281,7 +313,7 @@ func (d *delivery) settle(ctx context.Context) bool {
 func (d *delivery) handle(ctx context.Context, r ackResult) bool {
 	d.inFlight--
 	if !r.acked {
-		return d.send(ctx, r.msg.Copy(), r.pos)
+		return d.send(ctx, r.msg.Copy(), r.pos, r.cursor)
 	}
 	return true
 }

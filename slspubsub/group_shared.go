@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 )
@@ -21,9 +22,10 @@ type groupShared struct {
 	base     message.Metadata
 	lastTime time.Time
 	lastText string
+	arena    *arena // where payloads and UUIDs are cut from; nil for the heap
 }
 
-func newGroupShared(g *LogGroup, shard, cursor string) *groupShared {
+func newGroupShared(g *LogGroup, shard, cursor string, a *arena) *groupShared {
 	// Room for the time and index too, so that a clone takes them without
 	// growing.
 	base := make(message.Metadata, slsFieldCount(g))
@@ -41,14 +43,53 @@ func newGroupShared(g *LogGroup, shard, cursor string) *groupShared {
 	}
 	base[MetadataShard] = shard
 	base[MetadataCursor] = cursor
-	return &groupShared{base: base}
+	return &groupShared{base: base, arena: a}
+}
+
+// arenaChunk is the size of the chunks an arena cuts small buffers from.
+const arenaChunk = 64 << 10
+
+// arena cuts the payloads and UUIDs of the messages of a shard from shared
+// chunks, so that building a message does not allocate them one by one.
+// Every buffer it hands out is capped at its length (appending to one
+// reallocates instead of overwriting a neighbour), and a chunk stays alive
+// while any buffer cut from it is referenced: at most arenaChunk bytes per
+// message kept. Owned by one goroutine (the shard's fetch loop).
+type arena struct {
+	chunk []byte // len: bytes handed out
+}
+
+// buf returns an empty buffer with room for at least n bytes, from the
+// arena when n is small. Append to it, then pass the result to keep.
+func (a *arena) buf(n int) []byte {
+	if n > arenaChunk/4 {
+		return make([]byte, 0, n)
+	}
+	if cap(a.chunk)-len(a.chunk) < n {
+		a.chunk = make([]byte, 0, arenaChunk)
+	}
+	return a.chunk[len(a.chunk):len(a.chunk):cap(a.chunk)]
+}
+
+// keep takes b (the last buf, appended to) out of the arena's free space
+// when it still lies there, and returns it capped at its length.
+func (a *arena) keep(b []byte) []byte {
+	if len(b) > 0 && len(a.chunk) < cap(a.chunk) && unsafe.SliceData(b) == unsafe.SliceData(a.chunk[len(a.chunk):cap(a.chunk)]) {
+		a.chunk = a.chunk[:len(a.chunk)+len(b)]
+	}
+	return b[:len(b):len(b)]
 }
 
 // timeText returns formatMetadataTime(t), reusing the last result when t is
 // the same instant.
 func (gs *groupShared) timeText(t time.Time) string {
 	if gs.lastText == "" || !t.Equal(gs.lastTime) {
-		gs.lastTime, gs.lastText = t, formatMetadataTime(t)
+		if a := gs.arena; a != nil {
+			b := a.keep(appendMetadataTime(a.buf(len(time.RFC3339Nano)), t))
+			gs.lastTime, gs.lastText = t, unsafe.String(unsafe.SliceData(b), len(b))
+		} else {
+			gs.lastTime, gs.lastText = t, formatMetadataTime(t)
+		}
 	}
 	return gs.lastText
 }

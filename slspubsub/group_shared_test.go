@@ -36,9 +36,10 @@ func TestGroupSharedMatchesGeneralPath(t *testing.T) {
 		},
 		"many tags": {Tags: manyTags(12), Logs: []Log{{Time: t0}, {Time: t0.Add(1)}}},
 	}
+	var a arena // shared by the groups, as a shard's fetch loop shares it
 	for name, g := range groups {
 		for _, index := range []int{0, 4095, 4096, 70000} {
-			shared := newGroupShared(g, "3", mtPosition.Cursor)
+			shared := newGroupShared(g, "3", mtPosition.Cursor, &a)
 			for i := range g.Logs {
 				p := mtPosition
 				p.Index = index + i
@@ -65,6 +66,38 @@ func TestGroupSharedMatchesGeneralPath(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestArenaBuffers checks that the buffers an arena hands out never
+// overlap: each is capped at its length, so appending to one reallocates,
+// and one that outgrew its room is left where append put it.
+func TestArenaBuffers(t *testing.T) {
+	var a arena
+	var bufs [][]byte
+	want := []string{}
+	for i := range 3000 { // several chunks
+		text := strconv.Itoa(i) + "-" + string(make([]byte, i%40))
+		b := a.keep(append(a.buf(len(text)), text...))
+		if cap(b) != len(b) {
+			t.Fatalf("buffer %d: cap %d, len %d", i, cap(b), len(b))
+		}
+		bufs, want = append(bufs, b), append(want, text)
+	}
+	grown := a.keep(append(a.buf(2), "longer than asked"...)) // outgrew its estimate
+	next := a.keep(append(a.buf(4), "next"...))
+	_ = append(bufs[0], "clobber"...)
+	for i, b := range bufs {
+		if string(b) != want[i] {
+			t.Fatalf("buffer %d = %q, want %q", i, b, want[i])
+		}
+	}
+	if string(grown) != "longer than asked" || string(next) != "next" {
+		t.Fatalf("grown %q, next %q", grown, next)
+	}
+	big := a.keep(append(a.buf(arenaChunk), "big"...))
+	if string(big) != "big" || cap(big) != 3 {
+		t.Fatalf("big buffer %q cap %d", big, cap(big))
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+	"unsafe"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/google/uuid"
@@ -441,6 +442,15 @@ func decodeBase64Content(encoding, value string) ([]byte, error) {
 }
 
 func unmarshalForeign(in ReceivedLog) *message.Message {
+	if gs := in.shared; gs != nil && gs.arena != nil {
+		// The Subscriber's way: payload and UUID cut from its arena.
+		a := gs.arena
+		payload := a.keep(appendContentsJSON(a.buf(contentsJSONSize(in.Log.Contents)), in.Log.Contents))
+		id := a.keep(appendForeignUUID(a.buf(36), in.Project, in.Logstore, in.Position))
+		msg := message.NewMessage(unsafe.String(unsafe.SliceData(id), len(id)), payload)
+		msg.Metadata = gs.metadata(in.Log, in.Position.Index, 0)
+		return msg
+	}
 	payload := appendContentsJSON(nil, in.Log.Contents)
 	msg := message.NewMessage(foreignUUID(in.Project, in.Logstore, in.Position), payload)
 	if in.shared != nil {
@@ -456,11 +466,7 @@ func unmarshalForeign(in ReceivedLog) *message.Message {
 // DefaultMarshaler: last value of a key wins, at its last place).
 func appendContentsJSON(dst []byte, contents []Content) []byte {
 	if dst == nil {
-		n := 2
-		for i := range contents {
-			n += len(contents[i].Key) + len(contents[i].Value) + 6
-		}
-		dst = make([]byte, 0, n+n/16)
+		dst = make([]byte, 0, contentsJSONSize(contents))
 	}
 	var last map[string]int // for many contents: index of each key's last occurrence
 	if len(contents) > 64 {
@@ -491,6 +497,16 @@ func appendContentsJSON(dst []byte, contents []Content) []byte {
 	return append(dst, '}')
 }
 
+// contentsJSONSize estimates the length of appendContentsJSON's object:
+// exact when nothing needs escaping, with a little room for escapes.
+func contentsJSONSize(contents []Content) int {
+	n := 2
+	for i := range contents {
+		n += len(contents[i].Key) + len(contents[i].Value) + 6
+	}
+	return n + n/16
+}
+
 func keyRepeatsAfter(contents []Content, i int) bool {
 	k := contents[i].Key
 	for j := i + 1; j < len(contents); j++ {
@@ -505,6 +521,12 @@ func keyRepeatsAfter(contents []Content, i int) bool {
 // "sls://<project>/<logstore>/<shard>/<cursor>/<index>").String(), computed
 // with a single allocation (the result).
 func foreignUUID(project, logstore string, p Position) string {
+	var out [36]byte
+	return string(appendForeignUUID(out[:0], project, logstore, p))
+}
+
+// appendForeignUUID appends the 36 bytes of foreignUUID to dst.
+func appendForeignUUID(dst []byte, project, logstore string, p Position) []byte {
 	var buf [256]byte
 	b := append(buf[:0], uuid.NameSpaceURL[:]...)
 	b = append(b, "sls://"...)
@@ -532,7 +554,7 @@ func foreignUUID(project, logstore string, p Position) string {
 		out[j], out[j+1] = hex[sum[i]>>4], hex[sum[i]&0x0f]
 		j += 2
 	}
-	return string(out[:])
+	return append(dst, out[:]...)
 }
 
 // jsonSafe[b] is true for the ASCII bytes a JSON string holds unescaped
@@ -559,12 +581,37 @@ func jsonSafe8(s string) bool {
 	return bad == 0
 }
 
+// jsonSafeString reports whether every byte of s is jsonSafe: s is its own
+// JSON string body. It tests 8 bytes at a time, the tail of a string of 8
+// bytes or more as its last 8.
+func jsonSafeString(s string) bool {
+	if len(s) < 8 {
+		for i := 0; i < len(s); i++ {
+			if b := s[i]; b >= utf8.RuneSelf || !jsonSafe[b] {
+				return false
+			}
+		}
+		return true
+	}
+	for i := 0; i+8 <= len(s); i += 8 {
+		if !jsonSafe8(s[i : i+8]) {
+			return false
+		}
+	}
+	return jsonSafe8(s[len(s)-8:])
+}
+
 // jsonAppendString appends s as a JSON string, escaped exactly like
 // encoding/json with SetEscapeHTML(false): '"' and '\\' and control
 // characters escaped (\b \f \n \r \t or \u00XX), U+2028 and U+2029 escaped,
 // invalid UTF-8 replaced by \ufffd. With raw, invalid UTF-8 bytes are copied
 // as they are instead (jsonScanObject reads them back unchanged).
 func jsonAppendString(dst []byte, s string, raw bool) []byte {
+	if jsonSafeString(s) { // most keys and values: copied as they are
+		dst = append(dst, '"')
+		dst = append(dst, s...)
+		return append(dst, '"')
+	}
 	const hex = "0123456789abcdef"
 	dst = append(dst, '"')
 	start := 0

@@ -703,7 +703,8 @@ func BenchmarkDefaultMarshalerUnmarshalForeign(b *testing.B) {
 func benchUnmarshalForeign(b *testing.B, shared bool) {
 	var m DefaultMarshaler
 	g := mtBenchGroup()
-	gs := newGroupShared(g, "3", "MTYwMDAwMDAwMDAwMDAwMDAwMQ==")
+	var a arena
+	gs := newGroupShared(g, "3", "MTYwMDAwMDAwMDAwMDAwMDAwMQ==", &a)
 	b.ReportAllocs()
 	i := 0
 	for b.Loop() {

@@ -130,7 +130,12 @@ func parseMetadataTime(s string) (time.Time, error) {
 // nanoseconds.
 func formatMetadataTime(t time.Time) string {
 	var buf [40]byte
-	return string(t.UTC().AppendFormat(buf[:0], time.RFC3339Nano))
+	return string(appendMetadataTime(buf[:0], t))
+}
+
+// appendMetadataTime appends formatMetadataTime(t) to dst.
+func appendMetadataTime(dst []byte, t time.Time) []byte {
+	return t.UTC().AppendFormat(dst, time.RFC3339Nano)
 }
 
 // wellKnownTagKeys holds the metadata keys of tags SLS and Logtail add to

@@ -3,21 +3,38 @@ package slspubsub
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
+	"strconv"
 	"sync"
 	"time"
 	"unsafe"
 
 	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
 )
 
-// fetchedBatch is one PullLogs answer, decoded, on its way from a shard's
-// fetch loop to its delivery loop.
+// fetchedBatch is one PullLogs answer, decoded and unmarshaled, on its way
+// from a shard's fetch loop to its delivery loop.
+//
+// The fetch loop builds the messages, so that unmarshaling (the larger part
+// of a log's cost) runs beside the delivery loop's hand-over of the
+// previous answer instead of between two hand-overs.
 type fetchedBatch struct {
-	groups []LogGroup
-	first  int64 // cursor value of groups[0]; group i has first+i
-	skip   int   // logs of groups[0] to skip (resume after a stored position)
-	size   int   // decoded bytes, charged to the prefetch budget
+	groups  []LogGroup
+	first   int64    // cursor value of groups[0]; group i has first+i
+	cursors []string // cursor texts of the groups
+	skip    int      // logs of groups[0] to skip (resume after a stored position)
+	size    int      // decoded bytes and built messages, charged to the prefetch budget
+
+	// msgs are the messages of the logs to deliver, in order (the skipped
+	// logs of groups[0] left out). They end at the first log the
+	// Unmarshaler rejects under UnmarshalErrorFail.
+	msgs []*message.Message
+	// failed holds the Unmarshaler's error by index in msgs (nil when
+	// none): the message there is nil under UnmarshalErrorFail, else the
+	// raw message that replaces the log.
+	failed map[int]error
 }
 
 // prefetchBudget bounds a shard's decoded-but-undelivered bytes. It has one
@@ -127,6 +144,9 @@ type shardReader struct {
 
 	// wm is the shard's watermark state; nil without WatermarkConfig.
 	wm *shardWatermark
+
+	shardText string // the shard's id in decimal, for metadata
+	arena     arena  // payloads and UUIDs of built messages
 }
 
 // errShardEnd reports that a bounded shard reached its stop position.
@@ -243,8 +263,9 @@ func (r *shardReader) deliver(ctx context.Context, res pullResult) error {
 	if first != r.cursor {
 		r.skip = 0 // not the group the stored position named (it expired)
 	}
-	b := fetchedBatch{groups: groups, first: first, skip: r.skip, size: decodedSize(res.Data, groups)}
+	b := fetchedBatch{groups: groups, first: first, skip: r.skip}
 	r.skip = 0
+	b.size = decodedSize(res.Data, groups) + r.build(&b)
 	r.learnGroupSize(b.size, len(groups))
 	r.budget.charge(b.size)
 	for i := range groups {
@@ -273,6 +294,73 @@ func (r *shardReader) deliver(ctx context.Context, res pullResult) error {
 		r.budget.release(b.size)
 		return nil
 	}
+}
+
+// build unmarshals the logs of b to deliver into b.msgs and returns the
+// estimated memory of the messages. Under UnmarshalErrorFail it stops at
+// the first log the Unmarshaler rejects: the delivery loop stops the shard
+// there.
+func (r *shardReader) build(b *fetchedBatch) int {
+	n := 0
+	for i := range b.groups {
+		n += len(b.groups[i].Logs)
+	}
+	if len(b.groups) > 0 {
+		n -= min(b.skip, len(b.groups[0].Logs))
+	}
+	b.msgs = make([]*message.Message, 0, n)
+	b.cursors = make([]string, len(b.groups))
+	if r.shardText == "" {
+		r.shardText = strconv.Itoa(r.shard)
+	}
+	size := 0
+	for gi := range b.groups {
+		g := &b.groups[gi]
+		pos := Position{Shard: r.shard, Cursor: cursorFromInt64(b.first + int64(gi))}
+		b.cursors[gi] = pos.Cursor
+		shared := newGroupShared(g, r.shardText, pos.Cursor, &r.arena)
+		start := 0
+		if gi == 0 {
+			start = min(b.skip, len(g.Logs))
+		}
+		for li := start; li < len(g.Logs); li++ {
+			pos.Index = li
+			in := ReceivedLog{Project: r.cfg.Project, Logstore: r.logstore, Group: g, Log: &g.Logs[li], Position: pos, shared: shared}
+			msg, err := r.cfg.Unmarshaler.Unmarshal(in)
+			if err == nil && msg == nil {
+				err = fmt.Errorf("slspubsub: %T returned no message for position %s", r.cfg.Unmarshaler, pos)
+			}
+			if err != nil {
+				if b.failed == nil {
+					b.failed = map[int]error{}
+				}
+				b.failed[len(b.msgs)] = err
+				if r.cfg.OnUnmarshalError == UnmarshalErrorFail {
+					b.msgs = append(b.msgs, nil)
+					return size
+				}
+				msg = unmarshalForeign(in)
+				msg.Metadata.Set(MetadataUnmarshalError, err.Error())
+			}
+			b.msgs = append(b.msgs, msg)
+			size += messageSize(msg)
+		}
+	}
+	return size
+}
+
+// Estimated heap bytes of a delivered message beyond its payload and
+// metadata strings: the Message, its two acknowledgement channels, its UUID
+// and context, and per metadata entry its share of the map.
+const (
+	messageOverhead    = 512
+	metadataEntryBytes = 48
+)
+
+// messageSize estimates the heap a built message holds. Strings that alias
+// the fetched data are counted with the answer, not here.
+func messageSize(msg *message.Message) int {
+	return messageOverhead + cap(msg.Payload) + metadataEntryBytes*len(msg.Metadata)
 }
 
 // probeCount is how many LogGroups a shard's first pull asks for, before it

@@ -38,9 +38,12 @@ const benchConsumeTimeout = 5 * time.Minute
 // construction until the last log was handled; shutting it down is not
 // timed (StopAndWait of the SDK sleeps at least 500 ms by design). Both
 // sides report logs/s, MB/s of raw (protobuf-encoded, uncompressed) log
-// bytes and allocations per log. The emulator runs in the same process, so
-// its work (serving and LZ4-compressing PullLogs answers) and allocations
-// are counted on both sides alike.
+// bytes, the process's CPU time per log (cpu-ns/log) and the cores it kept
+// busy on average (cores), and allocations per log. The emulator runs in
+// the same process, so its work (serving and LZ4-compressing PullLogs
+// answers), CPU time and allocations are counted on both sides alike. On a
+// machine whose cores are shared, cpu-ns/log is the steadier figure: when
+// other processes hold the cores, logs/s follows the CPU time per log.
 //
 //   - watermill-sls: a Subscriber with StartAtBegin, StopAtEnd (its
 //     channel closes once everything was read and acked), FetchCount 1000,
@@ -86,7 +89,7 @@ type consumeBench struct {
 
 // subscriber measures full consumptions by a Subscriber and returns logs/s.
 func (cb consumeBench) subscriber(b *testing.B) float64 {
-	var elapsed time.Duration
+	var elapsed, cpu time.Duration
 	var mallocs uint64
 	b.SetBytes(cb.raw)
 	b.ReportAllocs()
@@ -100,7 +103,7 @@ func (cb consumeBench) subscriber(b *testing.B) float64 {
 			StopPosition:  StopAtEnd(),
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), benchConsumeTimeout)
-		m0 := benchMallocs()
+		m0, c0 := benchMallocs(), benchCPU()
 		b.StartTimer()
 		start := time.Now()
 		s, err := NewSubscriber(cfg, nil)
@@ -119,6 +122,7 @@ func (cb consumeBench) subscriber(b *testing.B) float64 {
 		}
 		elapsed += time.Since(start)
 		b.StopTimer()
+		cpu += benchCPU() - c0
 		mallocs += benchMallocs() - m0
 		timedOut := ctx.Err() != nil
 		cancel()
@@ -129,13 +133,13 @@ func (cb consumeBench) subscriber(b *testing.B) float64 {
 			b.Fatalf("consumed %d of %d logs (timed out: %v)", count, cb.logs, timedOut)
 		}
 	}
-	return cb.report(b, elapsed, mallocs)
+	return cb.report(b, elapsed, cpu, mallocs)
 }
 
 // sdkConsumer measures full consumptions by the SDK's consumer library and
 // returns logs/s.
 func (cb consumeBench) sdkConsumer(b *testing.B) float64 {
-	var elapsed time.Duration
+	var elapsed, cpu time.Duration
 	var mallocs uint64
 	admin := cb.env.Client()
 	b.SetBytes(cb.raw)
@@ -171,7 +175,7 @@ func (cb consumeBench) sdkConsumer(b *testing.B) float64 {
 			MaxFetchLogGroupCount: 1000, DataFetchIntervalInMs: 1,
 			Logger: log.NewNopLogger(), DisableRuntimeMetrics: true,
 		}
-		m0 := benchMallocs()
+		m0, c0 := benchMallocs(), benchCPU()
 		b.StartTimer()
 		start := time.Now()
 		w := consumer.InitConsumerWorkerWithCheckpointTracker(cfg, process)
@@ -184,6 +188,7 @@ func (cb consumeBench) sdkConsumer(b *testing.B) float64 {
 		}
 		elapsed += time.Since(start)
 		b.StopTimer()
+		cpu += benchCPU() - c0
 		mallocs += benchMallocs() - m0
 		w.StopAndWait()
 		if err := admin.DeleteConsumerGroup(testProject, cb.logstore, group); err != nil {
@@ -193,17 +198,19 @@ func (cb consumeBench) sdkConsumer(b *testing.B) float64 {
 			b.Fatalf("consumed %d of %d logs (timed out: %v)", seen.Load(), cb.logs, timedOut)
 		}
 	}
-	return cb.report(b, elapsed, mallocs)
+	return cb.report(b, elapsed, cpu, mallocs)
 }
 
-// report reports logs/s, MB/s and allocations per log over b.N
-// consumptions that took elapsed and allocated mallocs objects, and returns
-// logs/s.
-func (cb consumeBench) report(b *testing.B, elapsed time.Duration, mallocs uint64) float64 {
+// report reports logs/s, MB/s, CPU time and allocations per log over b.N
+// consumptions that took elapsed, used cpu of the process's CPU time (the
+// emulator's included) and allocated mallocs objects, and returns logs/s.
+func (cb consumeBench) report(b *testing.B, elapsed, cpu time.Duration, mallocs uint64) float64 {
 	logs := float64(cb.logs) * float64(b.N)
 	rate := logs / elapsed.Seconds()
 	b.ReportMetric(rate, "logs/s")
 	b.ReportMetric(float64(cb.raw)*float64(b.N)/1e6/elapsed.Seconds(), "raw-MB/s")
+	b.ReportMetric(float64(cpu.Nanoseconds())/logs, "cpu-ns/log")
+	b.ReportMetric(cpu.Seconds()/elapsed.Seconds(), "cores")
 	b.ReportMetric(float64(mallocs)/logs, "allocs/log")
 	return rate
 }

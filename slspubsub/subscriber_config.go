@@ -117,7 +117,10 @@ type SubscriberConfig struct {
 	ClientConfig
 
 	// Unmarshaler turns received logs into messages. Default
-	// DefaultMarshaler{}.
+	// DefaultMarshaler{}. A shard's fetch loop calls it for a whole answer
+	// as soon as the answer arrives, ahead of delivery (within
+	// PrefetchBytes), so it may be called for logs that are never delivered
+	// when the subscription ends first.
 	Unmarshaler Unmarshaler
 
 	// FetchCount is the number of LogGroups asked for per PullLogs request,
@@ -133,7 +136,8 @@ type SubscriberConfig struct {
 	MaxFetchInterval time.Duration
 	// PrefetchBytes bounds, per shard, the memory of fetched logs not yet
 	// settled: decoded answers waiting for delivery and the answer being
-	// delivered, counted as their bytes plus the structures over them. The
+	// delivered, counted as their bytes plus the structures over them and
+	// an estimate of the messages built from them. The
 	// fetch loop pulls only when the shard is under the bound and asks for
 	// as many LogGroups as fit in half of it (judged by the size of recent
 	// groups; the first pull of a shard asks for a few), so an answer that
