@@ -186,7 +186,7 @@ func (s *pubBench) publisher(b *testing.B, goroutines, per int) pubResult {
 	s.puts.Store(0)
 	b.ReportAllocs()
 	b.ResetTimer()
-	cpu0 := processCPU()
+	cpu0 := slspubsub.BenchCPU()
 	start := time.Now()
 	var wg sync.WaitGroup
 	for g := range goroutines {
@@ -211,7 +211,7 @@ func (s *pubBench) publisher(b *testing.B, goroutines, per int) pubResult {
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
-	cpu := processCPU() - cpu0
+	cpu := slspubsub.BenchCPU() - cpu0
 	b.StopTimer()
 	if err := p.Close(); err != nil {
 		b.Fatal(err)
@@ -261,7 +261,7 @@ func (s *pubBench) sdkProducer(b *testing.B, goroutines, per int, wait bool) pub
 	s.puts.Store(0)
 	b.ReportAllocs()
 	b.ResetTimer()
-	cpu0 := processCPU()
+	cpu0 := slspubsub.BenchCPU()
 	start := time.Now()
 	var wg sync.WaitGroup
 	for range goroutines {
@@ -306,7 +306,7 @@ func (s *pubBench) sdkProducer(b *testing.B, goroutines, per int, wait bool) pub
 	wg.Wait()
 	prod.SafeClose() // sends what lingers and waits for it
 	elapsed := time.Since(start)
-	cpu := processCPU() - cpu0
+	cpu := slspubsub.BenchCPU() - cpu0
 	b.StopTimer()
 	if n := failed.Load() + total.failed.Load(); n > 0 {
 		b.Fatalf("%d logs failed", n)

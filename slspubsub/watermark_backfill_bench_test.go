@@ -198,7 +198,7 @@ func wmBackfillWith(b *testing.B, env *testutil.SLSEnv, aligned bool, total int,
 	if err != nil {
 		b.Fatal(err)
 	}
-	start, cpu := time.Now(), wmProcessCPU()
+	start, cpu := time.Now(), benchCPU()
 	ch, err := s.Subscribe(context.Background(), testLogstore)
 	if err != nil {
 		b.Fatal(err)
@@ -207,7 +207,7 @@ func wmBackfillWith(b *testing.B, env *testutil.SLSEnv, aligned bool, total int,
 		started(s)
 	}
 	got, err := consumeAll(ch, total, nil)
-	elapsed, cpu := time.Since(start), wmProcessCPU()-cpu
+	elapsed, cpu := time.Since(start), benchCPU()-cpu
 	if received != nil {
 		received()
 	}
