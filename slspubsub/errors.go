@@ -25,6 +25,13 @@ const (
 	CodeConsumerGroupNotExist = "ConsumerGroupNotExist"
 	// CodeConsumerGroupAlreadyExist: CreateConsumerGroup named an existing group.
 	CodeConsumerGroupAlreadyExist = "ConsumerGroupAlreadyExist"
+	// CodeConsumerNotExist: a checkpoint came from a consumer the group no
+	// longer counts (its heartbeats lapsed past the group's timeout). SLS
+	// spells it this way.
+	CodeConsumerNotExist = "ConsumerNotExsit"
+	// CodeConsumerNotMatch: a checkpoint came from a consumer that does not
+	// hold the shard (the group handed it to another consumer).
+	CodeConsumerNotMatch = "ConsumerNotMatch"
 	// CodeInvalidSequenceID: a PostLogStoreLogs request carried a seqid that
 	// is not greater than the last one written for its hash key, so the batch
 	// was already written (SLS idempotent writes).
@@ -163,3 +170,15 @@ func (e *requestTimeoutError) Timeout() bool { return true }
 
 // Temporary reports true: a later request may succeed.
 func (e *requestTimeoutError) Temporary() bool { return true }
+
+// isHandedOver reports whether err is SLS refusing a consumer-group
+// checkpoint because the shard is no longer this consumer's (the SDK's
+// consumer library treats the same two codes as a lost shard, not a failure).
+func isHandedOver(err error) bool {
+	var e *Error
+	if !errors.As(err, &e) {
+		return false
+	}
+	return strings.EqualFold(e.Code, CodeConsumerNotMatch) || strings.EqualFold(e.Code, CodeConsumerNotExist) ||
+		strings.EqualFold(e.Code, "ConsumerNotExist")
+}

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -752,5 +753,62 @@ func TestSubscriberConsumerGroupHeartbeatFaults(t *testing.T) {
 	t.Logf("%d logs consumed by 2 members under heartbeat faults; longest overlapping fetch %v %s", produced, overlap, where)
 	if overlap > 100*time.Millisecond {
 		t.Errorf("two members fetched a shard together for %v, more than one heartbeat interval: %s", overlap, where)
+	}
+}
+
+// TestSubscriberCheckpointRefusedAfterHandover: a member the group has
+// dropped (its heartbeats did not reach SLS within the group's timeout, as
+// happens on an overloaded host) no longer holds its shard, so SLS refuses
+// the checkpoint of what it acked. That is the group handing the shard on
+// (the next holder reads from the group's last checkpoint), not a failure of
+// the Subscriber: Close returns nil and the refusal is logged at Info level.
+func TestSubscriberCheckpointRefusedAfterHandover(t *testing.T) {
+	var mu sync.Mutex
+	var refused []string
+	var skew atomic.Int64 // how far the server's clock runs ahead, ns
+	env := testutil.SLS(t,
+		slstest.WithClock(func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }),
+		slstest.WithRequestObserver(func(ri slstest.RequestInfo) {
+			if ri.Op == slstest.OpUpdateCheckPoint && ri.Status != 200 {
+				mu.Lock()
+				refused = append(refused, ri.ErrorCode)
+				mu.Unlock()
+			}
+		}))
+	env.LogStore(t, testProject, testLogstore, 1)
+	logger := watermill.NewCaptureLogger()
+	cfg := SubscriberConfig{ClientConfig: testConfig(env), FetchInterval: 5 * time.Millisecond, MaxFetchInterval: 20 * time.Millisecond}
+	fastGroup("a")(&cfg)
+	cfg.CommitInterval = time.Hour // acked positions are committed only when the shard stops
+	s, err := NewSubscriber(cfg, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch, err := s.Subscribe(context.Background(), testLogstore)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stWrite(t, env, 0, "m", 2)
+	stReceive(t, ch, 2, true)
+
+	// The group's timeout passes on the server without a heartbeat of this
+	// member reaching it; the member closes and commits what it acked.
+	env.Server.InjectFault(slstest.ErrorFault(slstest.OpHeartBeat, 500, "InternalServerError"))
+	skew.Store(int64(10 * time.Second))
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close after the group dropped the member: %v", err)
+	}
+	mu.Lock()
+	got := slices.Clone(refused)
+	mu.Unlock()
+	if len(got) == 0 || (got[0] != CodeConsumerNotExist && got[0] != CodeConsumerNotMatch) {
+		t.Fatalf("refused checkpoints %v, want one refused with %s or %s", got, CodeConsumerNotExist, CodeConsumerNotMatch)
+	}
+	logged := false
+	for _, e := range logger.Captured()[watermill.InfoLogLevel] {
+		logged = logged || strings.Contains(e.Msg, "held by another consumer")
+	}
+	if !logged {
+		t.Error("the refused checkpoint was not logged")
 	}
 }

@@ -821,7 +821,16 @@ func (sub *subscription) runWorker(ctx context.Context, w *shardWorker, st *shar
 
 	atEnd := errors.Is(readErr, errShardEnd) && st.tracker.drained()
 	commitErr := sub.commitShard(st)
-	if commitErr != nil {
+	switch {
+	case commitErr == nil:
+	case sub.mode == AssignConsumerGroup && isHandedOver(commitErr):
+		// The group's hand-over, not a failure here: this member's
+		// heartbeats lapsed and SLS gave the shard to another consumer,
+		// which reads on from the group's last checkpoint.
+		s.logger.Info("SLS consumer-group checkpoint refused: the shard is held by another consumer now; "+
+			"logs acked here since the group's last checkpoint are delivered to it again",
+			fields.Add(watermill.LogFields{"error": commitErr}))
+	default:
 		s.fail("SLS consumer-group checkpoint commit failed", commitErr, fields)
 	}
 	switch {
