@@ -95,7 +95,8 @@ func (c BatchConfig) Validate() error {
 type BatchHandler struct {
 	store *Store
 	cfg   BatchConfig
-	fn    HandlerFunc
+	fn    HandlerFunc // or bulk: exactly one is set
+	bulk  BulkFunc
 
 	in        chan *batchRequest
 	closing   chan struct{}
@@ -117,6 +118,10 @@ func NewBatchHandler(store *Store, cfg BatchConfig, fn HandlerFunc) (*BatchHandl
 	if store == nil || fn == nil {
 		return nil, errors.New("exactlyonce: NewBatchHandler: nil store or handler function")
 	}
+	return newBatchHandler(store, cfg, fn, nil)
+}
+
+func newBatchHandler(store *Store, cfg BatchConfig, fn HandlerFunc, bulk BulkFunc) (*BatchHandler, error) {
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -125,6 +130,7 @@ func NewBatchHandler(store *Store, cfg BatchConfig, fn HandlerFunc) (*BatchHandl
 		store:   store,
 		cfg:     cfg,
 		fn:      fn,
+		bulk:    bulk,
 		in:      make(chan *batchRequest),
 		closing: make(chan struct{}),
 		done:    make(chan struct{}),
@@ -263,9 +269,27 @@ func groupByPartition(batch []*batchRequest) [][]*batchRequest {
 // errUseSavepoints rolls back a batch run without savepoints in which a message failed.
 var errUseSavepoints = errors.New("exactlyonce: a message failed; run the batch with savepoints")
 
+// partitionRun is one partition's part of a batch run: the messages to apply (in position order) and how far
+// the run got.
+type partitionRun struct {
+	reqs     []*batchRequest
+	failed   *Position // the message of reqs that failed; nothing after it in the partition commits
+	last     Position  // the last message of reqs applied, when nApplied > 0
+	nApplied int
+}
+
+// refuse answers r with ErrPartitionBlocked behind the failed message of its partition.
+func (p *partitionRun) refuse(r *batchRequest, results map[*batchRequest]error) {
+	results[r] = fmt.Errorf("message at %s: %w (failed at %s in the same batch)", r.pos, ErrPartitionBlocked, *p.failed)
+}
+
 // run applies the batch in one transaction. It returns an error when the batch as a whole failed (nothing
 // committed); otherwise results holds each message's own outcome. Without savepoints, a failing message fails
 // the run with errUseSavepoints.
+//
+// Round trips to PostgreSQL per batch: BEGIN, one statement that locks and reads the positions of every
+// partition of the batch, the function's own statements (per message for a HandlerFunc, per call for a
+// BulkFunc), one statement that stores the positions of every partition, COMMIT.
 func (h *BatchHandler) run(ctx context.Context, parts [][]*batchRequest, results map[*batchRequest]error, savepoints bool) error {
 	tx, err := h.store.pool.Begin(ctx)
 	if err != nil {
@@ -280,14 +304,24 @@ func (h *BatchHandler) run(ctx context.Context, parts [][]*batchRequest, results
 	if err != nil {
 		return err
 	}
-	var advance []Position
+	runs := make([]*partitionRun, 0, len(parts))
 	for _, p := range parts {
-		last, ok, err := h.runPartition(ctx, tx, p, stored, results, savepoints)
-		if err != nil {
-			return err
+		if reqs := h.plan(p, stored, results); len(reqs) > 0 {
+			runs = append(runs, &partitionRun{reqs: reqs})
 		}
-		if ok {
-			advance = append(advance, last)
+	}
+	if h.bulk != nil {
+		err = h.runBulk(ctx, tx, runs, results, savepoints)
+	} else {
+		err = h.runEach(ctx, tx, runs, results, savepoints)
+	}
+	if err != nil {
+		return err
+	}
+	var advance []Position
+	for _, p := range runs {
+		if p.nApplied > 0 {
+			advance = append(advance, p.last)
 		}
 	}
 	if len(advance) > 0 {
@@ -305,66 +339,87 @@ func (h *BatchHandler) run(ctx context.Context, parts [][]*batchRequest, results
 	return nil
 }
 
-// runPartition applies the requests of one partition (sorted by position) and returns the position of the
-// last one applied (ok=false when none was). A returned error fails the whole batch.
-func (h *BatchHandler) runPartition(ctx context.Context, tx pgx.Tx, p []*batchRequest, storedPositions map[partitionKey]Position,
-	results map[*batchRequest]error, savepoints bool) (last Position, ok bool, err error) {
+// plan returns the requests of one partition (sorted by position) that are to be applied, in position order,
+// and answers the others in results: a message at or before the stored position, or a duplicate in the batch,
+// is skipped (nil: acked); a message behind a message that failed in an earlier batch and is not applied yet
+// (nor in this batch before it) is refused with ErrPartitionBlocked, and so is everything after it.
+func (h *BatchHandler) plan(p []*batchRequest, storedPositions map[partitionKey]Position, results map[*batchRequest]error) []*batchRequest {
 	stored, hasStored := storedPositions[p[0].pos.key()]
-	var (
-		applied  Position
-		nApplied int
-		failed   *Position
-	)
-	// A message failed in an earlier batch blocks the partition until it is applied, possibly in this batch.
 	block, blocked := h.blocks.get(p[0].pos.key())
+	var (
+		out     []*batchRequest
+		refused *Position
+	)
 	for _, r := range p {
 		switch {
-		case failed != nil:
-			results[r] = fmt.Errorf("message at %s: %w (failed at %s in the same batch)", r.pos, ErrPartitionBlocked, *failed)
+		case refused != nil:
+			results[r] = fmt.Errorf("message at %s: %w (failed at %s)", r.pos, ErrPartitionBlocked, block)
 			continue
-		case hasStored && !r.pos.After(stored), nApplied > 0 && !r.pos.After(applied):
+		case hasStored && !r.pos.After(stored), len(out) > 0 && !r.pos.After(out[len(out)-1].pos):
 			continue // applied before, or a duplicate in the batch: skip
 		}
-		if blocked && r.pos.After(block) && (nApplied == 0 || block.After(applied)) {
+		// A message after the block goes only behind a message of this batch at or after the block (the
+		// failed message, redelivered): applied first, it lifts the block; failing, it stops the rest.
+		if blocked && r.pos.After(block) && (len(out) == 0 || block.After(out[len(out)-1].pos)) {
 			results[r] = fmt.Errorf("message at %s: %w (failed at %s)", r.pos, ErrPartitionBlocked, block)
-			failed = &r.pos
+			refused = &r.pos
 			continue
 		}
-		if !savepoints {
-			if err := h.fn(ctx, tx, r.msg); err != nil {
-				return Position{}, false, errUseSavepoints
-			}
-			applied, nApplied = r.pos, nApplied+1
-			continue
-		}
-		herr, err := h.applyOne(ctx, tx, r)
-		if err != nil {
-			return Position{}, false, err
-		}
-		if herr != nil {
-			results[r] = herr
-			failed = &r.pos
-			continue
-		}
-		applied, nApplied = r.pos, nApplied+1
+		out = append(out, r)
 	}
-	return applied, nApplied > 0, nil
+	return out
+}
+
+// runEach applies the planned messages one HandlerFunc call each. A returned error fails the whole batch.
+func (h *BatchHandler) runEach(ctx context.Context, tx pgx.Tx, runs []*partitionRun, results map[*batchRequest]error, savepoints bool) error {
+	for _, p := range runs {
+		for _, r := range p.reqs {
+			if p.failed != nil {
+				p.refuse(r, results)
+				continue
+			}
+			if !savepoints {
+				if err := h.fn(ctx, tx, r.msg); err != nil {
+					return errUseSavepoints
+				}
+				p.last, p.nApplied = r.pos, p.nApplied+1
+				continue
+			}
+			herr, err := h.applyOne(ctx, tx, r)
+			if err != nil {
+				return err
+			}
+			if herr != nil {
+				results[r] = herr
+				p.failed = &r.pos
+				continue
+			}
+			p.last, p.nApplied = r.pos, p.nApplied+1
+		}
+	}
+	return nil
 }
 
 // applyOne runs the HandlerFunc for r inside a savepoint. herr is the HandlerFunc's error (its savepoint rolled
 // back); err is a database error that leaves the transaction unusable.
-//
-// Savepoints are not released: a successful message's savepoint simply stays below the next one (ROLLBACK TO
-// goes to the most recent savepoint of the name), which saves a round trip per message.
 func (h *BatchHandler) applyOne(ctx context.Context, tx pgx.Tx, r *batchRequest) (herr, err error) {
+	return inSavepoint(ctx, tx, func() error { return h.fn(ctx, tx, r.msg) })
+}
+
+// inSavepoint runs fn inside a savepoint. herr is fn's error (the savepoint rolled back); err is a database
+// error that leaves the transaction unusable.
+//
+// Savepoints are not released: a successful call's savepoint simply stays below the next one (ROLLBACK TO
+// goes to the most recent savepoint of the name), which saves a round trip per call.
+func inSavepoint(ctx context.Context, tx pgx.Tx, fn func() error) (herr, err error) {
 	if _, err := tx.Exec(ctx, "SAVEPOINT exactlyonce_msg"); err != nil {
 		return nil, fmt.Errorf("exactlyonce: savepoint: %w", err)
 	}
-	if herr = h.fn(ctx, tx, r.msg); herr == nil {
+	if herr = fn(); herr == nil {
 		return nil, nil
 	}
 	if _, err := tx.Exec(ctx, "ROLLBACK TO SAVEPOINT exactlyonce_msg"); err != nil {
-		return nil, fmt.Errorf("exactlyonce: roll back message at %s: %w (handler error: %w)", r.pos, err, herr)
+		return nil, fmt.Errorf("exactlyonce: roll back to savepoint: %w (handler error: %w)", err, herr)
 	}
 	return herr, nil
 }
