@@ -177,8 +177,23 @@ func (h *BatchHandler) Close() error {
 	return nil
 }
 
+// loop collects batches and hands each to the applier goroutine, which applies them one after the other. While
+// a batch is being applied the next one keeps filling (up to MaxBatch), so the messages arriving during a
+// commit join the next batch without waiting for it.
 func (h *BatchHandler) loop() {
 	defer close(h.done)
+	batches := make(chan []*batchRequest)
+	applied := make(chan struct{})
+	go func() {
+		defer close(applied)
+		for batch := range batches {
+			h.apply(batch)
+		}
+	}()
+	defer func() {
+		close(batches)
+		<-applied
+	}()
 	for {
 		var first *batchRequest
 		select {
@@ -186,14 +201,34 @@ func (h *BatchHandler) loop() {
 		case <-h.closing:
 			return
 		}
-		batch := h.collect(first)
-		h.apply(batch)
+		h.handOver(h.collect(first), batches)
+	}
+}
+
+// handOver gives batch to the applier once it is free, adding requests that arrive meanwhile while the batch
+// has room.
+func (h *BatchHandler) handOver(batch []*batchRequest, batches chan<- []*batchRequest) {
+	for {
+		in := h.in
+		if len(batch) >= h.cfg.MaxBatch {
+			in = nil
+		}
+		select {
+		case batches <- batch:
+			return
+		case r := <-in:
+			batch = append(batch, r)
+		case <-h.closing:
+			batches <- batch
+			return
+		}
 	}
 }
 
 // collect gathers requests after first until the batch is full, MaxWait has passed or the handler closes.
 func (h *BatchHandler) collect(first *batchRequest) []*batchRequest {
-	batch := []*batchRequest{first}
+	batch := make([]*batchRequest, 1, min(h.cfg.MaxBatch, 1024))
+	batch[0] = first
 	timer := time.NewTimer(h.cfg.MaxWait)
 	defer timer.Stop()
 	for len(batch) < h.cfg.MaxBatch {

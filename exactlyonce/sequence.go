@@ -34,39 +34,44 @@ func ticketFrom(msg *message.Message) *ticket {
 	return t
 }
 
-// partitionGate lets a partition's messages through in delivery order.
+// partitionGate lets a partition's messages through in delivery order. Each waiting message has a channel of
+// its own, closed when its turn comes, so that a pass wakes only the message it lets in (with hundreds of a
+// partition's messages in flight, waking them all on every pass would cost a quadratic number of wake-ups).
 type partitionGate struct {
 	mu      sync.Mutex
-	next    uint64              // the next sequence number to hand out
-	passed  uint64              // every message numbered below passed
-	ahead   map[uint64]struct{} // passed out of order, above passed
-	changed chan struct{}       // closed when passed grows
+	next    uint64                   // the next sequence number to hand out
+	passed  uint64                   // every message numbered below passed
+	ahead   map[uint64]struct{}      // passed out of order, above passed
+	waiters map[uint64]chan struct{} // closed when every message below the key passed
 }
 
 func newPartitionGate() *partitionGate {
-	return &partitionGate{ahead: map[uint64]struct{}{}, changed: make(chan struct{})}
+	return &partitionGate{ahead: map[uint64]struct{}{}, waiters: map[uint64]chan struct{}{}}
 }
 
 // wait returns when every message before seq passed, or with an error when ctx ends or closed or stop is
 // closed (nil channels never are).
 func (g *partitionGate) wait(ctx context.Context, closed, stop <-chan struct{}, seq uint64) error {
-	for {
-		g.mu.Lock()
-		if g.passed >= seq {
-			g.mu.Unlock()
-			return nil
-		}
-		ch := g.changed
+	g.mu.Lock()
+	if g.passed >= seq {
 		g.mu.Unlock()
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return fmt.Errorf("exactlyonce: waiting for earlier messages of the partition: %w", ctx.Err())
-		case <-closed:
-			return ErrClosed
-		case <-stop:
-			return ErrClosed
-		}
+		return nil
+	}
+	ch := g.waiters[seq]
+	if ch == nil {
+		ch = make(chan struct{})
+		g.waiters[seq] = ch
+	}
+	g.mu.Unlock()
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("exactlyonce: waiting for earlier messages of the partition: %w", ctx.Err())
+	case <-closed:
+		return ErrClosed
+	case <-stop:
+		return ErrClosed
 	}
 }
 
@@ -78,18 +83,16 @@ func (g *partitionGate) pass(seq uint64) {
 		return
 	}
 	g.ahead[seq] = struct{}{}
-	grew := false
 	for {
 		if _, ok := g.ahead[g.passed]; !ok {
 			break
 		}
 		delete(g.ahead, g.passed)
 		g.passed++
-		grew = true
-	}
-	if grew {
-		close(g.changed)
-		g.changed = make(chan struct{})
+		if ch, ok := g.waiters[g.passed]; ok {
+			close(ch)
+			delete(g.waiters, g.passed)
+		}
 	}
 }
 
