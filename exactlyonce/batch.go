@@ -32,6 +32,13 @@ type BatchConfig struct {
 	MaxWait time.Duration
 	// Timeout bounds one batch's transaction, from BEGIN to COMMIT. Default 30 s.
 	Timeout time.Duration
+	// Parallel is how many batches are applied at the same time, each in a transaction of its own on a
+	// connection of its own. The partitions are spread over Parallel lanes (by stream and partition number),
+	// each lane collecting and committing its own batches one after the other, so a partition's messages still
+	// commit in order. It pays off when the round trips of a commit, not the database's work, bound the
+	// throughput; the function then runs on several goroutines at once (it must be safe for that) and the pool
+	// needs Parallel connections for the handler. Default 1.
+	Parallel int
 }
 
 func (c *BatchConfig) setDefaults() {
@@ -43,6 +50,9 @@ func (c *BatchConfig) setDefaults() {
 	}
 	if c.Timeout == 0 {
 		c.Timeout = DefaultBatchTimeout
+	}
+	if c.Parallel == 0 {
+		c.Parallel = 1
 	}
 }
 
@@ -60,6 +70,9 @@ func (c BatchConfig) Validate() error {
 	}
 	if c.Timeout < 0 {
 		errs = append(errs, fmt.Errorf("Timeout %v: must not be negative", c.Timeout))
+	}
+	if c.Parallel < 0 {
+		errs = append(errs, fmt.Errorf("Parallel %d: must not be negative", c.Parallel))
 	}
 	if len(errs) == 0 {
 		return nil
@@ -90,17 +103,18 @@ func (c BatchConfig) Validate() error {
 // above 1, wrap the subscriber with Subscriber so that each partition's messages join batches in delivery
 // order (see the package documentation).
 //
-// The HandlerFunc runs on the batch's goroutine, one message at a time, with a context that ends with the
-// batch's Timeout or Close. Close ends the handler; it is safe for concurrent use.
+// The HandlerFunc (or BulkFunc, see NewBulkHandler) runs on the goroutine that applies the batch, with a
+// context that ends with the batch's Timeout; with BatchConfig.Parallel above 1 several batches of different
+// partitions are applied at once. Close ends the handler; it is safe for concurrent use.
 type BatchHandler struct {
 	store *Store
 	cfg   BatchConfig
 	fn    HandlerFunc // or bulk: exactly one is set
 	bulk  BulkFunc
 
-	in        chan *batchRequest
+	lanes     []chan *batchRequest // a partition's requests always go to the same lane (laneOf)
 	closing   chan struct{}
-	done      chan struct{}
+	running   sync.WaitGroup
 	closeOnce sync.Once
 
 	blocks blocks
@@ -131,11 +145,14 @@ func newBatchHandler(store *Store, cfg BatchConfig, fn HandlerFunc, bulk BulkFun
 		cfg:     cfg,
 		fn:      fn,
 		bulk:    bulk,
-		in:      make(chan *batchRequest),
+		lanes:   make([]chan *batchRequest, cfg.Parallel),
 		closing: make(chan struct{}),
-		done:    make(chan struct{}),
 	}
-	go h.loop()
+	for i := range h.lanes {
+		h.lanes[i] = make(chan *batchRequest)
+		h.running.Add(1)
+		go h.loop(h.lanes[i])
+	}
 	return h, nil
 }
 
@@ -143,20 +160,27 @@ func newBatchHandler(store *Store, cfg BatchConfig, fn HandlerFunc, bulk BulkFun
 // once the message is applied and committed, or was applied before; an error otherwise. After Close it returns
 // ErrClosed.
 func (h *BatchHandler) Handle(msg *message.Message) error {
-	pos, err := h.cfg.position(msg)
-	if err != nil {
-		return err
+	t := ticketFrom(msg)
+	var pos Position
+	if t != nil {
+		pos = t.pos // extracted by the Subscriber wrapper with the same HandlerConfig
+	} else {
+		var err error
+		if pos, err = h.cfg.position(msg); err != nil {
+			return err
+		}
 	}
 	r := &batchRequest{msg: msg, pos: pos, res: make(chan error, 1)}
-	t := ticketFrom(msg)
 	if t != nil {
 		t.handled.Store(true)
 		if err := t.gate.wait(msg.Context(), t.closed, h.closing, t.seq); err != nil {
+			// Not applied: nothing after it in the partition may commit before it is.
+			h.blocks.failed(pos)
 			return err
 		}
 	}
 	select {
-	case h.in <- r:
+	case h.lanes[h.laneOf(pos)] <- r:
 	case <-h.closing:
 		return ErrClosed
 	}
@@ -173,15 +197,15 @@ func (h *BatchHandler) Handle(msg *message.Message) error {
 // while closing the BatchHandler: later Handle calls return ErrClosed. It is idempotent.
 func (h *BatchHandler) Close() error {
 	h.closeOnce.Do(func() { close(h.closing) })
-	<-h.done
+	h.running.Wait()
 	return nil
 }
 
 // loop collects batches and hands each to the applier goroutine, which applies them one after the other. While
 // a batch is being applied the next one keeps filling (up to MaxBatch), so the messages arriving during a
 // commit join the next batch without waiting for it.
-func (h *BatchHandler) loop() {
-	defer close(h.done)
+func (h *BatchHandler) loop(in chan *batchRequest) {
+	defer h.running.Done()
 	batches := make(chan []*batchRequest)
 	applied := make(chan struct{})
 	go func() {
@@ -197,26 +221,26 @@ func (h *BatchHandler) loop() {
 	for {
 		var first *batchRequest
 		select {
-		case first = <-h.in:
+		case first = <-in:
 		case <-h.closing:
 			return
 		}
-		h.handOver(h.collect(first), batches)
+		h.handOver(in, h.collect(in, first), batches)
 	}
 }
 
 // handOver gives batch to the applier once it is free, adding requests that arrive meanwhile while the batch
 // has room.
-func (h *BatchHandler) handOver(batch []*batchRequest, batches chan<- []*batchRequest) {
+func (h *BatchHandler) handOver(in <-chan *batchRequest, batch []*batchRequest, batches chan<- []*batchRequest) {
 	for {
-		in := h.in
+		room := in
 		if len(batch) >= h.cfg.MaxBatch {
-			in = nil
+			room = nil
 		}
 		select {
 		case batches <- batch:
 			return
-		case r := <-in:
+		case r := <-room:
 			batch = append(batch, r)
 		case <-h.closing:
 			batches <- batch
@@ -226,14 +250,14 @@ func (h *BatchHandler) handOver(batch []*batchRequest, batches chan<- []*batchRe
 }
 
 // collect gathers requests after first until the batch is full, MaxWait has passed or the handler closes.
-func (h *BatchHandler) collect(first *batchRequest) []*batchRequest {
+func (h *BatchHandler) collect(in <-chan *batchRequest, first *batchRequest) []*batchRequest {
 	batch := make([]*batchRequest, 1, min(h.cfg.MaxBatch, 1024))
 	batch[0] = first
 	timer := time.NewTimer(h.cfg.MaxWait)
 	defer timer.Stop()
 	for len(batch) < h.cfg.MaxBatch {
 		select {
-		case r := <-h.in:
+		case r := <-in:
 			batch = append(batch, r)
 		case <-timer.C:
 			return batch
@@ -242,6 +266,18 @@ func (h *BatchHandler) collect(first *batchRequest) []*batchRequest {
 		}
 	}
 	return batch
+}
+
+// laneOf returns the lane of pos's partition: consecutive partitions of a stream go to consecutive lanes.
+func (h *BatchHandler) laneOf(pos Position) int {
+	if len(h.lanes) == 1 {
+		return 0
+	}
+	hash := uint32(2166136261) // FNV-1a of the stream
+	for i := 0; i < len(pos.Stream); i++ {
+		hash = (hash ^ uint32(pos.Stream[i])) * 16777619
+	}
+	return int((hash + uint32(pos.Partition)) % uint32(len(h.lanes)))
 }
 
 // apply runs one batch's transaction and answers its requests.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -33,6 +34,9 @@ const (
 	// messages in flight, so that the next batch fills while one commits.
 	bulkBatch    = 2048
 	bulkInFlight = 512
+	// bulkParallel batches commit at once (BatchConfig.Parallel), the shards spread over them; the
+	// at-least-once peer gets as many lanes.
+	bulkParallel = 4
 )
 
 // pipeVariants are the modes of BenchmarkSLSToPostgres, in the order they run, with the number of logs each
@@ -44,6 +48,8 @@ var pipeVariants = []struct {
 	{"subscriber-only", true},
 	{"exactly-once-bulk", true},
 	{"at-least-once-bulk", true},
+	{"exactly-once-bulk-serial", true},
+	{"at-least-once-bulk-serial", true},
 	{"exactly-once-batch", false},
 	{"at-least-once-batch", false},
 	{"exactly-once-message", false},
@@ -56,10 +62,14 @@ var pipeVariants = []struct {
 //   - subscriber-only: the router acks each log without any database work:
 //     the most the subscriber and router deliver (MaxInFlight as for bulk);
 //   - exactly-once-bulk: NewBulkHandler, batches of up to 2048 logs written
-//     with one COPY and the positions with one statement, the subscriber
-//     wrapped for MaxInFlight > 1 (512 per shard);
+//     with one COPY and the positions with one statement, 4 batches
+//     committing at once (Parallel 4), the subscriber wrapped for
+//     MaxInFlight > 1 (512 per shard);
 //   - at-least-once-bulk: its peer for the overhead: the same group commit
-//     of the same COPY, without positions or the ordering wrapper;
+//     of the same COPY in as many lanes, without positions or the ordering
+//     wrapper;
+//   - exactly-once-bulk-serial, at-least-once-bulk-serial: the same with one
+//     batch at a time (Parallel 1, one lane);
 //   - exactly-once-batch: BatchHandler (group commit, one INSERT per log
 //     and the positions), MaxInFlight 16, batches of up to 128;
 //   - at-least-once-batch: its peer: the same group commit of the same
@@ -73,7 +83,7 @@ var pipeVariants = []struct {
 // overhead over at-least-once (target: under 15 %) and the ratio of
 // exactly-once bulk to watermill-sql (target: at least 20x). The bulk and
 // subscriber-only modes consume 200 000 logs, the others 20 000 (1 000 000
-// and 200 000 under WSLS_SOAK).
+// and 200 000 under WSLS_SOAK). PIPE_ONLY=<mode>,<mode> runs only those modes.
 func BenchmarkSLSToPostgres(b *testing.B) {
 	small, big := testutil.SoakOr(20_000, 200_000), testutil.SoakOr(200_000, 1_000_000)
 	env := testutil.SLS(b)
@@ -82,7 +92,7 @@ func BenchmarkSLSToPostgres(b *testing.B) {
 	rates := map[string]float64{}
 	for range b.N {
 		for _, v := range pipeVariants {
-			if only := os.Getenv("PIPE_ONLY"); only != "" && !strings.Contains(only, v.name) {
+			if only := os.Getenv("PIPE_ONLY"); only != "" && !slices.Contains(strings.Split(only, ","), v.name) {
 				continue
 			}
 			n := small
@@ -98,14 +108,19 @@ func BenchmarkSLSToPostgres(b *testing.B) {
 		b.ReportMetric(r, "logs/s-"+v)
 	}
 	bulk, bulkALO := rates["exactly-once-bulk"], rates["at-least-once-bulk"]
+	serial, serialALO := rates["exactly-once-bulk-serial"], rates["at-least-once-bulk-serial"]
 	eo, alo := rates["exactly-once-batch"], rates["at-least-once-batch"]
 	wsql := rates["watermill-sql"]
 	b.ReportMetric(100*(1-bulk/bulkALO), "%-overhead-bulk")
 	b.ReportMetric(bulk/wsql, "x-bulk/watermill-sql")
+	b.ReportMetric(100*(1-serial/serialALO), "%-overhead-bulk-serial")
+	b.ReportMetric(serial/wsql, "x-bulk-serial/watermill-sql")
 	b.ReportMetric(100*(1-eo/alo), "%-overhead-batch")
 	fmt.Printf("SLSToPostgres: %d shards; subscriber only %.0f logs/s; exactly-once bulk %.0f logs/s, at-least-once bulk %.0f (overhead %.1f %%, target < 15 %%; ratio to watermill-sql %.1fx, target >= 20x); "+
+		"serial (Parallel 1): exactly-once bulk %.0f, at-least-once bulk %.0f (overhead %.1f %%, ratio to watermill-sql %.1fx); "+
 		"exactly-once batched %.0f, at-least-once batched %.0f (overhead %.1f %%, ratio to watermill-sql %.1fx); exactly-once per message %.0f; watermill-sql queue with TxFromContext %.0f\n",
 		pipeShards, rates["subscriber-only"], bulk, bulkALO, 100*(1-bulk/bulkALO), bulk/wsql,
+		serial, serialALO, 100*(1-serial/serialALO), serial/wsql,
 		eo, alo, 100*(1-eo/alo), eo/wsql, rates["exactly-once-message"], wsql)
 }
 
@@ -161,7 +176,7 @@ func pipeRun(b *testing.B, env *testutil.SLSEnv, variant string, n int) float64 
 		pipeWatermillSQL(b, pool, router, n)
 	} else {
 		inFlight := pipeInFlight
-		if strings.HasSuffix(variant, "-bulk") || variant == "subscriber-only" {
+		if strings.Contains(variant, "-bulk") || variant == "subscriber-only" {
 			inFlight = bulkInFlight
 		}
 		sub, err := slspubsub.NewSubscriber(slspubsub.SubscriberConfig{
@@ -175,17 +190,35 @@ func pipeRun(b *testing.B, env *testutil.SLSEnv, variant string, n int) float64 
 		switch variant {
 		case "subscriber-only":
 			router.AddConsumerHandler("sink", pipeLogstore, sub, counted(func(*message.Message) error { return nil }))
-		case "exactly-once-bulk":
-			h, err := exactlyonce.NewBulkHandler(store, exactlyonce.BatchConfig{HandlerConfig: hc, MaxBatch: bulkBatch, MaxWait: time.Millisecond}, copySink)
+		case "exactly-once-bulk", "exactly-once-bulk-serial":
+			parallel := bulkParallel
+			if strings.HasSuffix(variant, "-serial") {
+				parallel = 1
+			}
+			h, err := exactlyonce.NewBulkHandler(store, exactlyonce.BatchConfig{
+				HandlerConfig: hc, MaxBatch: bulkBatch, MaxWait: time.Millisecond, Parallel: parallel,
+			}, copySink)
 			if err != nil {
 				b.Fatal(err)
 			}
 			defer h.Close()
 			router.AddConsumerHandler("sink", pipeLogstore, h.Subscriber(sub), counted(h.Handle))
-		case "at-least-once-bulk":
-			g := newGroupCommit(pool, bulkBatch, time.Millisecond, copySink)
-			defer g.close()
-			router.AddConsumerHandler("sink", pipeLogstore, sub, counted(g.handle))
+		case "at-least-once-bulk", "at-least-once-bulk-serial":
+			lanes := make([]*groupCommit, bulkParallel)
+			if strings.HasSuffix(variant, "-serial") {
+				lanes = lanes[:1]
+			}
+			for i := range lanes {
+				lanes[i] = newGroupCommit(pool, bulkBatch, time.Millisecond, copySink)
+				defer lanes[i].close()
+			}
+			router.AddConsumerHandler("sink", pipeLogstore, sub, counted(func(msg *message.Message) error {
+				p, err := slspubsub.PositionFromMessage(msg)
+				if err != nil {
+					return err
+				}
+				return lanes[p.Shard%len(lanes)].handle(msg)
+			}))
 		case "exactly-once-batch":
 			h, err := exactlyonce.NewBatchHandler(store, exactlyonce.BatchConfig{HandlerConfig: hc, MaxBatch: pipeBatch, MaxWait: time.Millisecond}, insertSink)
 			if err != nil {
@@ -221,7 +254,7 @@ func pipeRun(b *testing.B, env *testutil.SLSEnv, variant string, n int) float64 
 		if got >= n {
 			break
 		}
-		if time.Since(start) > time.Minute {
+		if time.Since(start) > 5*time.Minute {
 			b.Fatalf("%s: %d of %d logs after 5 minutes", variant, got, n)
 		}
 		time.Sleep(5 * time.Millisecond)
