@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -112,7 +113,7 @@ type BatchHandler struct {
 	fn    HandlerFunc // or bulk: exactly one is set
 	bulk  BulkFunc
 
-	lanes     []chan *batchRequest // a partition's requests always go to the same lane (laneOf)
+	lanes     []*lane // a partition's requests always go to the same lane (laneOf)
 	closing   chan struct{}
 	running   sync.WaitGroup
 	closeOnce sync.Once
@@ -121,10 +122,18 @@ type BatchHandler struct {
 }
 
 type batchRequest struct {
-	msg *message.Message
-	pos Position
-	res chan error // buffered 1; the loop answers every request it received exactly once
+	msg   *message.Message
+	pos   Position
+	state atomic.Int32 // requestPending, then requestTaken by a lane or requestAbandoned by Handle
+	res   chan error   // buffered 1; a lane answers every request it took exactly once
 }
+
+// States of a batchRequest.
+const (
+	requestPending int32 = iota
+	requestTaken
+	requestAbandoned
+)
 
 // NewBatchHandler returns a BatchHandler applying fn with positions in store, and starts its goroutine; Close
 // stops it.
@@ -145,11 +154,11 @@ func newBatchHandler(store *Store, cfg BatchConfig, fn HandlerFunc, bulk BulkFun
 		cfg:     cfg,
 		fn:      fn,
 		bulk:    bulk,
-		lanes:   make([]chan *batchRequest, cfg.Parallel),
+		lanes:   make([]*lane, cfg.Parallel),
 		closing: make(chan struct{}),
 	}
 	for i := range h.lanes {
-		h.lanes[i] = make(chan *batchRequest)
+		h.lanes[i] = &lane{wake: make(chan struct{}, 1)}
 		h.running.Add(1)
 		go h.loop(h.lanes[i])
 	}
@@ -160,6 +169,11 @@ func newBatchHandler(store *Store, cfg BatchConfig, fn HandlerFunc, bulk BulkFun
 // once the message is applied and committed, or was applied before; an error otherwise. After Close it returns
 // ErrClosed.
 func (h *BatchHandler) Handle(msg *message.Message) error {
+	select {
+	case <-h.closing:
+		return ErrClosed
+	default:
+	}
 	t := ticketFrom(msg)
 	var pos Position
 	if t != nil {
@@ -171,101 +185,45 @@ func (h *BatchHandler) Handle(msg *message.Message) error {
 		}
 	}
 	r := &batchRequest{msg: msg, pos: pos, res: make(chan error, 1)}
+	l := h.lanes[h.laneOf(pos)]
+	var closed <-chan struct{}
 	if t != nil {
+		// The request joins its lane once every earlier message of the partition did (or was settled
+		// without reaching the handler): at once, or from the goroutine that completes the sequence.
 		t.handled.Store(true)
-		if err := t.gate.wait(msg.Context(), t.closed, h.closing, t.seq); err != nil {
-			// Not applied: nothing after it in the partition may commit before it is.
-			h.blocks.failed(pos)
-			return err
-		}
+		closed = t.closed
+		t.gate.submit(t.seq, func() { l.push(r) })
+	} else {
+		l.push(r)
 	}
+	var stop error
 	select {
-	case h.lanes[h.laneOf(pos)] <- r:
+	case err := <-r.res:
+		return err
 	case <-h.closing:
-		return ErrClosed
+		stop = ErrClosed
+	case <-closed:
+		stop = ErrClosed
+	case <-msg.Context().Done():
+		stop = fmt.Errorf("exactlyonce: message at %s: %w", pos, msg.Context().Err())
 	}
-	if t != nil {
-		// The next message of the partition may join now: it lands in this batch or a later one.
-		t.gate.pass(t.seq)
+	// Blocked first: should a lane take the request after all, applying it lifts the block; should none,
+	// nothing after it in the partition may commit before it is applied.
+	h.blocks.failed(pos)
+	if r.state.CompareAndSwap(requestPending, requestAbandoned) {
+		return stop
 	}
-	// The loop answers every request it took, also when closing, within its batch Timeout.
+	// A lane took it: it answers, also when closing, within its batch Timeout.
 	return <-r.res
 }
 
-// Close stops taking messages, applies the batch being collected, answers every waiting Handle call, and
-// returns when the handler's goroutine has ended. Close the router (which waits for its handlers) before or
+// Close stops taking messages, applies the requests its lanes hold, answers every waiting Handle call, and
+// returns when the handler's goroutines have ended. Close the router (which waits for its handlers) before or
 // while closing the BatchHandler: later Handle calls return ErrClosed. It is idempotent.
 func (h *BatchHandler) Close() error {
 	h.closeOnce.Do(func() { close(h.closing) })
 	h.running.Wait()
 	return nil
-}
-
-// loop collects batches and hands each to the applier goroutine, which applies them one after the other. While
-// a batch is being applied the next one keeps filling (up to MaxBatch), so the messages arriving during a
-// commit join the next batch without waiting for it.
-func (h *BatchHandler) loop(in chan *batchRequest) {
-	defer h.running.Done()
-	batches := make(chan []*batchRequest)
-	applied := make(chan struct{})
-	go func() {
-		defer close(applied)
-		for batch := range batches {
-			h.apply(batch)
-		}
-	}()
-	defer func() {
-		close(batches)
-		<-applied
-	}()
-	for {
-		var first *batchRequest
-		select {
-		case first = <-in:
-		case <-h.closing:
-			return
-		}
-		h.handOver(in, h.collect(in, first), batches)
-	}
-}
-
-// handOver gives batch to the applier once it is free, adding requests that arrive meanwhile while the batch
-// has room.
-func (h *BatchHandler) handOver(in <-chan *batchRequest, batch []*batchRequest, batches chan<- []*batchRequest) {
-	for {
-		room := in
-		if len(batch) >= h.cfg.MaxBatch {
-			room = nil
-		}
-		select {
-		case batches <- batch:
-			return
-		case r := <-room:
-			batch = append(batch, r)
-		case <-h.closing:
-			batches <- batch
-			return
-		}
-	}
-}
-
-// collect gathers requests after first until the batch is full, MaxWait has passed or the handler closes.
-func (h *BatchHandler) collect(in <-chan *batchRequest, first *batchRequest) []*batchRequest {
-	batch := make([]*batchRequest, 1, min(h.cfg.MaxBatch, 1024))
-	batch[0] = first
-	timer := time.NewTimer(h.cfg.MaxWait)
-	defer timer.Stop()
-	for len(batch) < h.cfg.MaxBatch {
-		select {
-		case r := <-in:
-			batch = append(batch, r)
-		case <-timer.C:
-			return batch
-		case <-h.closing:
-			return batch
-		}
-	}
-	return batch
 }
 
 // laneOf returns the lane of pos's partition: consecutive partitions of a stream go to consecutive lanes.
@@ -278,6 +236,102 @@ func (h *BatchHandler) laneOf(pos Position) int {
 		hash = (hash ^ uint32(pos.Stream[i])) * 16777619
 	}
 	return int((hash + uint32(pos.Partition)) % uint32(len(h.lanes)))
+}
+
+// lane is a queue of requests that one goroutine applies in batches, one batch after the other. A
+// partition's requests are queued in order: the ordering gate pushes them in sequence.
+type lane struct {
+	mu      sync.Mutex
+	queue   []*batchRequest
+	firstAt time.Time     // when the oldest request in queue arrived
+	wake    chan struct{} // capacity 1: a push happened
+}
+
+func (l *lane) push(r *batchRequest) {
+	l.mu.Lock()
+	if len(l.queue) == 0 {
+		l.firstAt = time.Now()
+	}
+	l.queue = append(l.queue, r)
+	l.mu.Unlock()
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+}
+
+// take removes up to max requests from the front of the queue and returns those not abandoned, marked
+// taken, and how many requests the queue still holds.
+func (l *lane) take(max int) ([]*batchRequest, int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := min(max, len(l.queue))
+	batch := make([]*batchRequest, 0, n)
+	for _, r := range l.queue[:n] {
+		if r.state.CompareAndSwap(requestPending, requestTaken) {
+			batch = append(batch, r)
+		}
+	}
+	rest := copy(l.queue, l.queue[n:])
+	clear(l.queue[rest:])
+	l.queue = l.queue[:rest]
+	if rest > 0 {
+		// The rest queued while the batch before them was being collected or applied: they are due.
+		l.firstAt = time.Time{}
+	}
+	return batch, rest
+}
+
+// ready returns how many requests are queued and when the oldest arrived.
+func (l *lane) ready() (int, time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.queue), l.firstAt
+}
+
+// loop applies the lane's requests in batches, one after the other: a batch is cut when MaxBatch requests
+// are queued or the oldest waited MaxWait. Requests keep queuing while a batch is applied, so the next batch
+// fills meanwhile. On close it applies what is queued and returns.
+func (h *BatchHandler) loop(l *lane) {
+	defer h.running.Done()
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		n, firstAt := l.ready()
+		if n < h.cfg.MaxBatch && (n == 0 || time.Since(firstAt) < h.cfg.MaxWait) {
+			var expire <-chan time.Time
+			if n > 0 {
+				timer.Reset(h.cfg.MaxWait - time.Since(firstAt))
+				expire = timer.C
+			}
+			select {
+			case <-l.wake:
+			case <-expire:
+			case <-h.closing:
+				h.drain(l)
+				return
+			}
+			timer.Stop()
+			continue
+		}
+		if batch, _ := l.take(h.cfg.MaxBatch); len(batch) > 0 {
+			h.apply(batch)
+		}
+	}
+}
+
+// drain applies what the lane holds when the handler closes; requests pushed later are abandoned by their
+// Handle calls.
+func (h *BatchHandler) drain(l *lane) {
+	for {
+		batch, rest := l.take(h.cfg.MaxBatch)
+		if len(batch) > 0 {
+			h.apply(batch)
+		}
+		if rest == 0 {
+			return
+		}
+	}
 }
 
 // apply runs one batch's transaction and answers its requests.

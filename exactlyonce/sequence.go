@@ -15,8 +15,8 @@ import (
 // committed first, the partition's position would pass the earlier one, which would then be skipped as
 // applied: lost. Wrapping the subscriber with the handler's Subscriber method restores the order: the wrapper
 // numbers each partition's messages as the subscriber delivers them, and the handler lets a message in only
-// after every earlier message of its partition went in (BatchHandler: joined a batch; MessageHandler: was
-// committed or rolled back) or was acked or nacked without reaching the handler.
+// after every earlier message of its partition went in (BatchHandler: was queued for a batch; MessageHandler:
+// was committed or rolled back) or was acked or nacked without reaching the handler.
 
 // ticket is a message's place in its partition's delivery order.
 type ticket struct {
@@ -34,19 +34,21 @@ func ticketFrom(msg *message.Message) *ticket {
 	return t
 }
 
-// partitionGate lets a partition's messages through in delivery order. Each waiting message has a channel of
-// its own, closed when its turn comes, so that a pass wakes only the message it lets in (with hundreds of a
-// partition's messages in flight, waking them all on every pass would cost a quadratic number of wake-ups).
+// partitionGate lets a partition's messages through in delivery order. A MessageHandler waits for its turn
+// (wait, then pass when done); a BatchHandler submits a function that queues the message, which the gate runs
+// in order, possibly on the goroutine whose pass or submit completes the sequence, so that no goroutine waits.
+// Each waiting message has a channel of its own, closed when its turn comes, so that a pass wakes only the
+// message it lets in.
 type partitionGate struct {
 	mu      sync.Mutex
 	next    uint64                   // the next sequence number to hand out
 	passed  uint64                   // every message numbered below passed
-	ahead   map[uint64]struct{}      // passed out of order, above passed
+	ahead   map[uint64]func()        // passed (nil) or submitted out of order, above passed
 	waiters map[uint64]chan struct{} // closed when every message below the key passed
 }
 
 func newPartitionGate() *partitionGate {
-	return &partitionGate{ahead: map[uint64]struct{}{}, waiters: map[uint64]chan struct{}{}}
+	return &partitionGate{ahead: map[uint64]func(){}, waiters: map[uint64]chan struct{}{}}
 }
 
 // wait returns when every message before seq passed, or with an error when ctx ends or closed or stop is
@@ -82,12 +84,34 @@ func (g *partitionGate) pass(seq uint64) {
 	if seq < g.passed {
 		return
 	}
-	g.ahead[seq] = struct{}{}
+	if _, ok := g.ahead[seq]; !ok {
+		g.ahead[seq] = nil
+	}
+	g.advance()
+}
+
+// submit runs enqueue once every message before seq passed, under the gate's lock (so that the queue sees
+// the partition's messages in order), and then counts seq as passed.
+func (g *partitionGate) submit(seq uint64, enqueue func()) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if seq < g.passed {
+		return
+	}
+	g.ahead[seq] = enqueue
+	g.advance()
+}
+
+func (g *partitionGate) advance() {
 	for {
-		if _, ok := g.ahead[g.passed]; !ok {
-			break
+		f, ok := g.ahead[g.passed]
+		if !ok {
+			return
 		}
 		delete(g.ahead, g.passed)
+		if f != nil {
+			f()
+		}
 		g.passed++
 		if ch, ok := g.waiters[g.passed]; ok {
 			close(ch)
