@@ -119,6 +119,9 @@ type BatchHandler struct {
 	closeOnce sync.Once
 
 	blocks blocks
+
+	knownMu sync.Mutex
+	known   map[partitionKey]storedPosition // stored positions as of this handler's last batch of each partition
 }
 
 type batchRequest struct {
@@ -342,11 +345,12 @@ func (h *BatchHandler) apply(batch []*batchRequest) {
 	results := make(map[*batchRequest]error, len(batch))
 	// First without savepoints (one round trip less per message); when a message fails, the transaction is
 	// rolled back and the batch runs again with a savepoint around each message.
-	err := h.run(ctx, parts, results, false)
+	stored, err := h.run(ctx, parts, results, false)
 	if errors.Is(err, errUseSavepoints) {
 		clear(results)
-		err = h.run(ctx, parts, results, true)
+		stored, err = h.run(ctx, parts, results, true)
 	}
+	h.remember(parts, stored)
 	if err != nil {
 		// Nothing of the batch committed: every message fails, and each partition is blocked at its first
 		// message of the batch until that one is applied.
@@ -412,22 +416,19 @@ func (p *partitionRun) refuse(r *batchRequest, results map[*batchRequest]error) 
 // committed); otherwise results holds each message's own outcome. Without savepoints, a failing message fails
 // the run with errUseSavepoints.
 //
-// Round trips to PostgreSQL per batch: BEGIN, one statement that locks and reads the positions of every
-// partition of the batch, the function's own statements (per message for a HandlerFunc, per call for a
-// BulkFunc), one statement that stores the positions of every partition, COMMIT.
-func (h *BatchHandler) run(ctx context.Context, parts [][]*batchRequest, results map[*batchRequest]error, savepoints bool) error {
+// Round trips to PostgreSQL per batch: BEGIN, the function's own statements (per message for a HandlerFunc,
+// per call for a BulkFunc), one statement that stores the positions of every partition, COMMIT; and, for
+// partitions whose stored position the handler does not know yet (its first batch of them, or after a failed
+// batch), one statement before the function that reads and locks them.
+func (h *BatchHandler) run(ctx context.Context, parts [][]*batchRequest, results map[*batchRequest]error, savepoints bool) (map[partitionKey]storedPosition, error) {
 	tx, err := h.store.pool.Begin(ctx)
 	if err != nil {
-		return fmt.Errorf("exactlyonce: begin batch: %w", err)
+		return nil, fmt.Errorf("exactlyonce: begin batch: %w", err)
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // after Commit it is a no-op
-	keys := make([]partitionKey, len(parts))
-	for i, p := range parts {
-		keys[i] = p[0].pos.key()
-	}
-	stored, err := h.store.lockAll(ctx, tx, h.cfg.Consumer, keys)
+	stored, err := h.storedPositions(ctx, tx, parts)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	runs := make([]*partitionRun, 0, len(parts))
 	for _, p := range parts {
@@ -441,36 +442,100 @@ func (h *BatchHandler) run(ctx context.Context, parts [][]*batchRequest, results
 		err = h.runEach(ctx, tx, runs, results, savepoints)
 	}
 	if err != nil {
-		return err
+		return nil, err
 	}
-	var advance []Position
+	var advance []advanceStep
 	for _, p := range runs {
 		if p.nApplied > 0 {
-			advance = append(advance, p.last)
+			k := p.reqs[0].pos.key()
+			advance = append(advance, advanceStep{from: stored[k], first: p.reqs[0].pos, last: p.last})
+			stored[k] = storedPosition{pos: p.last, ok: true}
 		}
 	}
 	if len(advance) > 0 {
-		moved, err := h.store.advanceAll(ctx, tx, h.cfg.Consumer, advance)
+		moved, err := h.store.advanceFrom(ctx, tx, h.cfg.Consumer, advance)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if moved != len(advance) {
-			return fmt.Errorf("batch: %w", ErrPositionConflict)
+			return nil, fmt.Errorf("batch: %w", ErrPositionConflict)
 		}
 	}
 	if err := tx.Commit(ctx); err != nil {
-		return fmt.Errorf("exactlyonce: commit batch: %w", err)
+		return nil, fmt.Errorf("exactlyonce: commit batch: %w", err)
 	}
-	return nil
+	return stored, nil
+}
+
+// storedPosition is what the handler knows of a partition's stored position: the position, or (ok=false)
+// that none is stored.
+type storedPosition struct {
+	pos Position
+	ok  bool
+}
+
+// storedPositions returns the stored positions of the batch's partitions. A partition this handler committed
+// or read before comes from its memory, without a round trip: the stored position is at or after the
+// remembered one, because positions only move forward, and it is equal unless another consumer applied the
+// partition meanwhile, which advanceFrom detects (the batch then fails with ErrPositionConflict, the partition
+// is forgotten, and the redelivered messages are planned against a fresh read). The other partitions are read
+// and locked in tx with one statement.
+func (h *BatchHandler) storedPositions(ctx context.Context, tx pgx.Tx, parts [][]*batchRequest) (map[partitionKey]storedPosition, error) {
+	out := make(map[partitionKey]storedPosition, len(parts))
+	var missing []partitionKey
+	h.knownMu.Lock()
+	for _, p := range parts {
+		k := p[0].pos.key()
+		if sp, ok := h.known[k]; ok {
+			out[k] = sp
+		} else {
+			missing = append(missing, k)
+		}
+	}
+	h.knownMu.Unlock()
+	if len(missing) == 0 {
+		return out, nil
+	}
+	read, err := h.store.lockAll(ctx, tx, h.cfg.Consumer, missing)
+	if err != nil {
+		return nil, err
+	}
+	for _, k := range missing {
+		pos, ok := read[k]
+		out[k] = storedPosition{pos: pos, ok: ok}
+	}
+	return out, nil
+}
+
+// remember records the stored positions a committed batch left (nil after a failed batch: its partitions are
+// forgotten and read again next time).
+func (h *BatchHandler) remember(parts [][]*batchRequest, stored map[partitionKey]storedPosition) {
+	h.knownMu.Lock()
+	defer h.knownMu.Unlock()
+	if h.known == nil {
+		h.known = map[partitionKey]storedPosition{}
+	}
+	for _, p := range parts {
+		k := p[0].pos.key()
+		if sp, ok := stored[k]; ok {
+			h.known[k] = sp
+		} else {
+			delete(h.known, k)
+		}
+	}
 }
 
 // plan returns the requests of one partition (sorted by position) that are to be applied, in position order,
 // and answers the others in results: a message at or before the stored position, or a duplicate in the batch,
 // is skipped (nil: acked); a message behind a message that failed in an earlier batch and is not applied yet
 // (nor in this batch before it) is refused with ErrPartitionBlocked, and so is everything after it.
-func (h *BatchHandler) plan(p []*batchRequest, storedPositions map[partitionKey]Position, results map[*batchRequest]error) []*batchRequest {
-	stored, hasStored := storedPositions[p[0].pos.key()]
+func (h *BatchHandler) plan(p []*batchRequest, storedPositions map[partitionKey]storedPosition, results map[*batchRequest]error) []*batchRequest {
+	sp := storedPositions[p[0].pos.key()]
+	stored, hasStored := sp.pos, sp.ok
 	block, blocked := h.blocks.get(p[0].pos.key())
+	if blocked && hasStored && !block.After(stored) {
+		blocked = false // the failed message was applied since (by another consumer): the block is void
+	}
 	var (
 		out     []*batchRequest
 		refused *Position

@@ -299,3 +299,50 @@ func TestBulkHandlerCommitFailureFailsAll(t *testing.T) {
 	wantStored(t, store, "c", 1, 1)
 	wantStored(t, store, "c", 3, 1)
 }
+
+// A handler remembers the stored positions its batches left and plans the next batch without reading them;
+// when another consumer applied the partition meanwhile (a rebalance), the remembered position is stale and
+// the batch must fail instead of applying those messages a second time. Redelivered, they are skipped.
+func TestBatchHandlersStaleStoredPosition(t *testing.T) {
+	for _, bulk := range []bool{false, true} {
+		t.Run(map[bool]string{false: "each", true: "bulk"}[bulk], func(t *testing.T) {
+			store, pool := newStore(t)
+			newHandler := func(size int) *exactlyonce.BatchHandler {
+				if bulk {
+					return newBulkHandler(t, store, size, newBulkSink().handle)
+				}
+				return newBatchHandler(t, store, size, insertSink)
+			}
+			a, b := newHandler(3), newHandler(2)
+			for _, err := range handleBatch(t, a, batchOf(0, 1, 2, 3)...) {
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			// Another consumer takes over and applies 4 and 5.
+			for _, err := range handleBatch(t, b, batchOf(0, 4, 5)...) {
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			// The first one, still remembering 3, gets 4..6.
+			for i, err := range handleBatch(t, a, batchOf(0, 4, 5, 6)...) {
+				if !errors.Is(err, exactlyonce.ErrPositionConflict) {
+					t.Errorf("message %d with a stale position: %v, want ErrPositionConflict", i, err)
+				}
+			}
+			for i, err := range handleBatch(t, a, batchOf(0, 4, 5, 6)...) {
+				if err != nil {
+					t.Errorf("redelivered message %d: %v", i, err)
+				}
+			}
+			wantStored(t, store, "c", 0, 6)
+			rows := sinkCounts(t, pool)
+			for o := 1; o <= 6; o++ {
+				if id := fmt.Sprintf("0/%d", o); rows[id] != 1 {
+					t.Errorf("sink holds %s %d times, want 1", id, rows[id])
+				}
+			}
+		})
+	}
+}
