@@ -66,11 +66,16 @@
 // While a batch commits the next one fills, so MaxInFlight of about twice MaxBatch / partitions keeps the
 // database busy.
 //
-// A batch costs these round trips: BEGIN, one statement locking and reading the stored positions of all its
-// partitions, the function's statements (one per message for a HandlerFunc that runs one INSERT; one COPY
-// for a typical BulkFunc), one statement storing the positions of all its partitions, and COMMIT. When those
-// round trips rather than the database's work bound the throughput, BatchConfig.Parallel commits several
-// batches at once, each for its own share of the partitions.
+// A batch costs these round trips: BEGIN, the function's statements (one per message for a HandlerFunc that
+// runs one INSERT; one COPY for a typical BulkFunc), one statement storing the positions of all its
+// partitions, and COMMIT; plus, for partitions the handler has not seen yet (or after a failed batch), one
+// statement before the function that reads and locks their stored positions. Otherwise the handler plans
+// against the positions its own last batches stored, and the statement storing the new ones checks that each
+// partition's stored position is still before the first message applied (another consumer may have applied
+// the partition meanwhile): if not, the batch fails with [ErrPositionConflict] and the redelivered messages
+// are planned against a fresh read. When the round trips rather than the database's work bound the
+// throughput, BatchConfig.Parallel commits several batches at once, each for its own share of the
+// partitions.
 //
 // For the highest rates use [NewBulkHandler] with batches of 1 000 to 2 000 messages written with
 // tx.CopyFrom, MaxInFlight of 256 to 1 024 per shard, and the subscriber wrapped with the handler's
@@ -98,7 +103,10 @@
 //		PRIMARY KEY (consumer, stream, partition)
 //	);
 //
-// A position is stored with a forward-only upsert, in the handler's transaction:
+// MessageHandler stores a position with a forward-only upsert, in the handler's transaction (BatchHandler
+// stores those of all partitions of a batch with one statement, an UPDATE ... FROM unnest(...) conditional on
+// the stored position being before the batch's first message of the partition, plus an INSERT ... ON
+// CONFLICT DO NOTHING for partitions without a row):
 //
 //	INSERT INTO public.watermill_sls_positions AS p (consumer, stream, partition, "offset", "index")
 //	VALUES ($1, $2, $3, $4, $5)
