@@ -43,12 +43,18 @@ type partitionGate struct {
 	mu      sync.Mutex
 	next    uint64                   // the next sequence number to hand out
 	passed  uint64                   // every message numbered below passed
-	ahead   map[uint64]func()        // passed (nil) or submitted out of order, above passed
+	ahead   []gateSlot               // ahead[i] is message passed+i: passed or submitted out of order
 	waiters map[uint64]chan struct{} // closed when every message below the key passed
 }
 
+// gateSlot is a message that went through ahead of its turn: passed (enqueue nil) or submitted.
+type gateSlot struct {
+	done    bool
+	enqueue func()
+}
+
 func newPartitionGate() *partitionGate {
-	return &partitionGate{ahead: map[uint64]func(){}, waiters: map[uint64]chan struct{}{}}
+	return &partitionGate{waiters: map[uint64]chan struct{}{}}
 }
 
 // wait returns when every message before seq passed, or with an error when ctx ends or closed or stop is
@@ -84,8 +90,8 @@ func (g *partitionGate) pass(seq uint64) {
 	if seq < g.passed {
 		return
 	}
-	if _, ok := g.ahead[seq]; !ok {
-		g.ahead[seq] = nil
+	if sl := g.slot(seq); !sl.done {
+		sl.done = true
 	}
 	g.advance()
 }
@@ -98,25 +104,39 @@ func (g *partitionGate) submit(seq uint64, enqueue func()) {
 	if seq < g.passed {
 		return
 	}
-	g.ahead[seq] = enqueue
+	*g.slot(seq) = gateSlot{done: true, enqueue: enqueue}
 	g.advance()
 }
 
+// slot returns the slot of seq (at or above passed), growing ahead to hold it.
+func (g *partitionGate) slot(seq uint64) *gateSlot {
+	i := int(seq - g.passed)
+	for len(g.ahead) <= i {
+		g.ahead = append(g.ahead, gateSlot{})
+	}
+	return &g.ahead[i]
+}
+
+// advance lets through the messages whose turn has come: each done slot at the front of ahead.
 func (g *partitionGate) advance() {
-	for {
-		f, ok := g.ahead[g.passed]
-		if !ok {
-			return
-		}
-		delete(g.ahead, g.passed)
-		if f != nil {
+	n := 0
+	for n < len(g.ahead) && g.ahead[n].done {
+		if f := g.ahead[n].enqueue; f != nil {
 			f()
 		}
+		n++
 		g.passed++
-		if ch, ok := g.waiters[g.passed]; ok {
-			close(ch)
-			delete(g.waiters, g.passed)
+		if len(g.waiters) > 0 {
+			if ch, ok := g.waiters[g.passed]; ok {
+				close(ch)
+				delete(g.waiters, g.passed)
+			}
 		}
+	}
+	if n > 0 {
+		m := copy(g.ahead, g.ahead[n:])
+		clear(g.ahead[m:])
+		g.ahead = g.ahead[:m]
 	}
 }
 
