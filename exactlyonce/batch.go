@@ -161,7 +161,7 @@ func newBatchHandler(store *Store, cfg BatchConfig, fn HandlerFunc, bulk BulkFun
 		closing: make(chan struct{}),
 	}
 	for i := range h.lanes {
-		h.lanes[i] = &lane{wake: make(chan struct{}, 1)}
+		h.lanes[i] = &lane{max: cfg.MaxBatch, wake: make(chan struct{}, 1)}
 		h.running.Add(1)
 		go h.loop(h.lanes[i])
 	}
@@ -244,10 +244,11 @@ func (h *BatchHandler) laneOf(pos Position) int {
 // lane is a queue of requests that one goroutine applies in batches, one batch after the other. A
 // partition's requests are queued in order: the ordering gate pushes them in sequence.
 type lane struct {
+	max     int // MaxBatch
 	mu      sync.Mutex
 	queue   []*batchRequest
 	firstAt time.Time     // when the oldest request in queue arrived
-	wake    chan struct{} // capacity 1: a push happened
+	wake    chan struct{} // capacity 1: the queue became non-empty, or full
 }
 
 func (l *lane) push(r *batchRequest) {
@@ -256,10 +257,15 @@ func (l *lane) push(r *batchRequest) {
 		l.firstAt = time.Now()
 	}
 	l.queue = append(l.queue, r)
+	// Only the pushes that change what the loop waits for wake it: the first (it starts the MaxWait clock)
+	// and the one that fills a batch.
+	signal := len(l.queue) == 1 || len(l.queue) == l.max
 	l.mu.Unlock()
-	select {
-	case l.wake <- struct{}{}:
-	default:
+	if signal {
+		select {
+		case l.wake <- struct{}{}:
+		default:
+		}
 	}
 }
 
