@@ -46,6 +46,7 @@ var pipeVariants = []struct {
 	big  bool
 }{
 	{"subscriber-only", true},
+	{"subscriber-only-ordered", true},
 	{"exactly-once-bulk", true},
 	{"at-least-once-bulk", true},
 	{"exactly-once-bulk-serial", true},
@@ -61,6 +62,9 @@ var pipeVariants = []struct {
 // PostgreSQL:
 //   - subscriber-only: the router acks each log without any database work:
 //     the most the subscriber and router deliver (MaxInFlight as for bulk);
+//   - subscriber-only-ordered: the same through the ordering wrapper of the
+//     exactly-once handlers (BatchHandler.Subscriber), which the handler
+//     does not reach: the wrapper's own cost;
 //   - exactly-once-bulk: NewBulkHandler, batches of up to 2048 logs written
 //     with one COPY and the positions with one statement, 4 batches
 //     committing at once (Parallel 4), the subscriber wrapped for
@@ -116,10 +120,10 @@ func BenchmarkSLSToPostgres(b *testing.B) {
 	b.ReportMetric(100*(1-serial/serialALO), "%-overhead-bulk-serial")
 	b.ReportMetric(serial/wsql, "x-bulk-serial/watermill-sql")
 	b.ReportMetric(100*(1-eo/alo), "%-overhead-batch")
-	fmt.Printf("SLSToPostgres: %d shards; subscriber only %.0f logs/s; exactly-once bulk %.0f logs/s, at-least-once bulk %.0f (overhead %.1f %%, target < 15 %%; ratio to watermill-sql %.1fx, target >= 20x); "+
+	fmt.Printf("SLSToPostgres: %d shards; subscriber only %.0f logs/s (through the ordering wrapper %.0f); exactly-once bulk %.0f logs/s, at-least-once bulk %.0f (overhead %.1f %%, target < 15 %%; ratio to watermill-sql %.1fx, target >= 20x); "+
 		"serial (Parallel 1): exactly-once bulk %.0f, at-least-once bulk %.0f (overhead %.1f %%, ratio to watermill-sql %.1fx); "+
 		"exactly-once batched %.0f, at-least-once batched %.0f (overhead %.1f %%, ratio to watermill-sql %.1fx); exactly-once per message %.0f; watermill-sql queue with TxFromContext %.0f\n",
-		pipeShards, rates["subscriber-only"], bulk, bulkALO, 100*(1-bulk/bulkALO), bulk/wsql,
+		pipeShards, rates["subscriber-only"], rates["subscriber-only-ordered"], bulk, bulkALO, 100*(1-bulk/bulkALO), bulk/wsql,
 		serial, serialALO, 100*(1-serial/serialALO), serial/wsql,
 		eo, alo, 100*(1-eo/alo), eo/wsql, rates["exactly-once-message"], wsql)
 }
@@ -176,7 +180,7 @@ func pipeRun(b *testing.B, env *testutil.SLSEnv, variant string, n int) float64 
 		pipeWatermillSQL(b, pool, router, n)
 	} else {
 		inFlight := pipeInFlight
-		if strings.Contains(variant, "-bulk") || variant == "subscriber-only" {
+		if strings.Contains(variant, "-bulk") || strings.HasPrefix(variant, "subscriber-only") {
 			inFlight = bulkInFlight
 		}
 		sub, err := slspubsub.NewSubscriber(slspubsub.SubscriberConfig{
@@ -190,6 +194,13 @@ func pipeRun(b *testing.B, env *testutil.SLSEnv, variant string, n int) float64 
 		switch variant {
 		case "subscriber-only":
 			router.AddConsumerHandler("sink", pipeLogstore, sub, counted(func(*message.Message) error { return nil }))
+		case "subscriber-only-ordered":
+			h, err := exactlyonce.NewBulkHandler(store, exactlyonce.BatchConfig{HandlerConfig: hc}, copySink)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer h.Close()
+			router.AddConsumerHandler("sink", pipeLogstore, h.Subscriber(sub), counted(func(*message.Message) error { return nil }))
 		case "exactly-once-bulk", "exactly-once-bulk-serial":
 			parallel := bulkParallel
 			if strings.HasSuffix(variant, "-serial") {
@@ -264,7 +275,7 @@ func pipeRun(b *testing.B, env *testutil.SLSEnv, variant string, n int) float64 
 	if err := <-done; err != nil {
 		b.Fatal(err)
 	}
-	if variant != "subscriber-only" {
+	if !strings.HasPrefix(variant, "subscriber-only") {
 		var rows int
 		if err := pool.QueryRow(ctx, `SELECT count(*) FROM sink`).Scan(&rows); err != nil {
 			b.Fatal(err)
