@@ -3,7 +3,11 @@ package exactlyonce_test
 import (
 	"context"
 	"fmt"
+	"os"
+	"slices"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -26,42 +30,102 @@ const (
 	pipeShards   = 8
 	pipeInFlight = 16  // per shard, so that batches fill
 	pipeBatch    = 128 // messages per transaction at most
+	// The set-at-a-time modes: a transaction copies up to bulkBatch rows; each shard has bulkInFlight
+	// messages in flight, so that the next batch fills while one commits.
+	bulkBatch    = 2048
+	bulkInFlight = 512
+	// bulkParallel batches commit at once (BatchConfig.Parallel), the shards spread over them; the
+	// at-least-once peer gets as many lanes.
+	bulkParallel = 4
 )
+
+// pipeVariants are the modes of BenchmarkSLSToPostgres, in the order they run, with the number of logs each
+// consumes: the fast modes consume more, so that start-up does not dominate.
+var pipeVariants = []struct {
+	name string
+	big  bool
+}{
+	{"subscriber-only", true},
+	{"subscriber-only-ordered", true},
+	{"exactly-once-bulk", true},
+	{"at-least-once-bulk", true},
+	{"exactly-once-bulk-serial", true},
+	{"at-least-once-bulk-serial", true},
+	{"exactly-once-batch", false},
+	{"at-least-once-batch", false},
+	{"exactly-once-message", false},
+	{"watermill-sql", false},
+}
 
 // BenchmarkSLSToPostgres runs the same SLS -> PostgreSQL pipeline (8 shards,
 // a router, one sink row per log) side by side on one emulator and one
 // PostgreSQL:
-//   - exactly-once-batch: BatchHandler (group commit of the sink rows and the
-//     positions), the subscriber wrapped for MaxInFlight > 1;
-//   - at-least-once-batch: the peer for the overhead: the same group commit
-//     of the same inserts, without positions;
+//   - subscriber-only: the router acks each log without any database work:
+//     the most the subscriber and router deliver (MaxInFlight as for bulk);
+//   - subscriber-only-ordered: the same through the ordering wrapper of the
+//     exactly-once handlers (BatchHandler.Subscriber), which the handler
+//     does not reach: the wrapper's own cost;
+//   - exactly-once-bulk: NewBulkHandler, batches of up to 2048 logs written
+//     with one COPY and the positions with one statement, 4 batches
+//     committing at once (Parallel 4), the subscriber wrapped for
+//     MaxInFlight > 1 (512 per shard);
+//   - at-least-once-bulk: its peer for the overhead: the same group commit
+//     of the same COPY in as many lanes, without positions or the ordering
+//     wrapper;
+//   - exactly-once-bulk-serial, at-least-once-bulk-serial: the same with one
+//     batch at a time (Parallel 1, one lane);
+//   - exactly-once-batch: BatchHandler (group commit, one INSERT per log
+//     and the positions), MaxInFlight 16, batches of up to 128;
+//   - at-least-once-batch: its peer: the same group commit of the same
+//     inserts, without positions;
 //   - exactly-once-message: MessageHandler, a transaction per log;
 //   - watermill-sql: the same number of messages read from watermill-sql's
 //     PostgreSQL queue by its subscriber, the sink row written in its
 //     transaction (TxFromContext): Watermill's own exactly-once recipe.
 //
-// It prints logs/s of each, the exactly-once overhead over at-least-once
-// (target: under 15 %) and the ratio to watermill-sql (target: at least
-// 20x). 20 000 logs; 200 000 under WSLS_SOAK.
+// It prints logs/s of each (the best of b.N runs), the exactly-once
+// overhead over at-least-once (target: under 15 %) and the ratio of
+// exactly-once bulk to watermill-sql (target: at least 20x). The bulk and
+// subscriber-only modes consume 200 000 logs, the others 20 000 (1 000 000
+// and 200 000 under WSLS_SOAK). PIPE_ONLY=<mode>,<mode> runs only those modes.
 func BenchmarkSLSToPostgres(b *testing.B) {
-	n := testutil.SoakOr(20_000, 200_000)
+	small, big := testutil.SoakOr(20_000, 200_000), testutil.SoakOr(200_000, 1_000_000)
 	env := testutil.SLS(b)
 	env.LogStore(b, pipeProject, pipeLogstore, pipeShards)
-	pipePreload(b, env, n)
+	pipePreload(b, env, big)
 	rates := map[string]float64{}
 	for range b.N {
-		for _, v := range []string{"exactly-once-batch", "at-least-once-batch", "exactly-once-message", "watermill-sql"} {
-			r := pipeRun(b, env, v, n)
-			rates[v] = max(rates[v], r)
-			b.Logf("%s: %.0f logs/s", v, r)
+		for _, v := range pipeVariants {
+			if only := os.Getenv("PIPE_ONLY"); only != "" && !slices.Contains(strings.Split(only, ","), v.name) {
+				continue
+			}
+			n := small
+			if v.big {
+				n = big
+			}
+			r := pipeRun(b, env, v.name, n)
+			rates[v.name] = max(rates[v.name], r)
+			b.Logf("%s: %d logs, %.0f logs/s", v.name, n, r)
 		}
 	}
 	for v, r := range rates {
 		b.ReportMetric(r, "logs/s-"+v)
 	}
+	bulk, bulkALO := rates["exactly-once-bulk"], rates["at-least-once-bulk"]
+	serial, serialALO := rates["exactly-once-bulk-serial"], rates["at-least-once-bulk-serial"]
 	eo, alo := rates["exactly-once-batch"], rates["at-least-once-batch"]
-	fmt.Printf("SLSToPostgres: %d logs, %d shards: exactly-once batched %.0f logs/s, at-least-once batched %.0f (exactly-once overhead %.1f %%, target < 15 %%), exactly-once per message %.0f, watermill-sql queue with TxFromContext %.0f (ratio %.1fx, target >= 20x)\n",
-		n, pipeShards, eo, alo, 100*(1-eo/alo), rates["exactly-once-message"], rates["watermill-sql"], eo/rates["watermill-sql"])
+	wsql := rates["watermill-sql"]
+	b.ReportMetric(100*(1-bulk/bulkALO), "%-overhead-bulk")
+	b.ReportMetric(bulk/wsql, "x-bulk/watermill-sql")
+	b.ReportMetric(100*(1-serial/serialALO), "%-overhead-bulk-serial")
+	b.ReportMetric(serial/wsql, "x-bulk-serial/watermill-sql")
+	b.ReportMetric(100*(1-eo/alo), "%-overhead-batch")
+	fmt.Printf("SLSToPostgres: %d shards; subscriber only %.0f logs/s (through the ordering wrapper %.0f); exactly-once bulk %.0f logs/s, at-least-once bulk %.0f (overhead %.1f %%, target < 15 %%; ratio to watermill-sql %.1fx, target >= 20x); "+
+		"serial (Parallel 1): exactly-once bulk %.0f, at-least-once bulk %.0f (overhead %.1f %%, ratio to watermill-sql %.1fx); "+
+		"exactly-once batched %.0f, at-least-once batched %.0f (overhead %.1f %%, ratio to watermill-sql %.1fx); exactly-once per message %.0f; watermill-sql queue with TxFromContext %.0f\n",
+		pipeShards, rates["subscriber-only"], rates["subscriber-only-ordered"], bulk, bulkALO, 100*(1-bulk/bulkALO), bulk/wsql,
+		serial, serialALO, 100*(1-serial/serialALO), serial/wsql,
+		eo, alo, 100*(1-eo/alo), eo/wsql, rates["exactly-once-message"], wsql)
 }
 
 func pipeConfig(env *testutil.SLSEnv) slspubsub.ClientConfig {
@@ -90,9 +154,9 @@ func pipePreload(b *testing.B, env *testutil.SLSEnv, n int) {
 	}
 }
 
-// pipeRun consumes the n logs with variant into a fresh database and
-// returns logs/s, timed from the start of the router until the sink holds
-// n rows.
+// pipeRun consumes n logs with variant into a fresh database and returns
+// logs/s, timed from the start of the router until n handler calls
+// returned nil (for watermill-sql: until the sink holds n rows).
 func pipeRun(b *testing.B, env *testutil.SLSEnv, variant string, n int) float64 {
 	store, pool := newStore(b)
 	ctx := context.Background()
@@ -100,11 +164,27 @@ func pipeRun(b *testing.B, env *testutil.SLSEnv, variant string, n int) float64 
 	if err != nil {
 		b.Fatal(err)
 	}
+	var handled, failures atomic.Int64
+	counted := func(h message.NoPublishHandlerFunc) message.NoPublishHandlerFunc {
+		return func(msg *message.Message) error {
+			err := h(msg)
+			if err == nil {
+				handled.Add(1)
+			} else if failures.Add(1) <= 5 {
+				b.Logf("%s: %v", variant, err)
+			}
+			return err
+		}
+	}
 	if variant == "watermill-sql" {
 		pipeWatermillSQL(b, pool, router, n)
 	} else {
+		inFlight := pipeInFlight
+		if strings.Contains(variant, "-bulk") || strings.HasPrefix(variant, "subscriber-only") {
+			inFlight = bulkInFlight
+		}
 		sub, err := slspubsub.NewSubscriber(slspubsub.SubscriberConfig{
-			ClientConfig: pipeConfig(env), MaxInFlight: pipeInFlight,
+			ClientConfig: pipeConfig(env), MaxInFlight: inFlight,
 			FetchInterval: 5 * time.Millisecond, MaxFetchInterval: 20 * time.Millisecond,
 		}, nil)
 		if err != nil {
@@ -112,23 +192,61 @@ func pipeRun(b *testing.B, env *testutil.SLSEnv, variant string, n int) float64 
 		}
 		hc := exactlyonce.HandlerConfig{Consumer: "bench", Position: exactlyonce.SLSPositionOf(pipeLogstore)}
 		switch variant {
+		case "subscriber-only":
+			router.AddConsumerHandler("sink", pipeLogstore, sub, counted(func(*message.Message) error { return nil }))
+		case "subscriber-only-ordered":
+			h, err := exactlyonce.NewBulkHandler(store, exactlyonce.BatchConfig{HandlerConfig: hc}, copySink)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer h.Close()
+			router.AddConsumerHandler("sink", pipeLogstore, h.Subscriber(sub), counted(func(*message.Message) error { return nil }))
+		case "exactly-once-bulk", "exactly-once-bulk-serial":
+			parallel := bulkParallel
+			if strings.HasSuffix(variant, "-serial") {
+				parallel = 1
+			}
+			h, err := exactlyonce.NewBulkHandler(store, exactlyonce.BatchConfig{
+				HandlerConfig: hc, MaxBatch: bulkBatch, MaxWait: time.Millisecond, Parallel: parallel,
+			}, copySink)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer h.Close()
+			router.AddConsumerHandler("sink", pipeLogstore, h.Subscriber(sub), counted(h.Handle))
+		case "at-least-once-bulk", "at-least-once-bulk-serial":
+			lanes := make([]*groupCommit, bulkParallel)
+			if strings.HasSuffix(variant, "-serial") {
+				lanes = lanes[:1]
+			}
+			for i := range lanes {
+				lanes[i] = newGroupCommit(pool, bulkBatch, time.Millisecond, copySink)
+				defer lanes[i].close()
+			}
+			router.AddConsumerHandler("sink", pipeLogstore, sub, counted(func(msg *message.Message) error {
+				p, err := slspubsub.PositionFromMessage(msg)
+				if err != nil {
+					return err
+				}
+				return lanes[p.Shard%len(lanes)].handle(msg)
+			}))
 		case "exactly-once-batch":
 			h, err := exactlyonce.NewBatchHandler(store, exactlyonce.BatchConfig{HandlerConfig: hc, MaxBatch: pipeBatch, MaxWait: time.Millisecond}, insertSink)
 			if err != nil {
 				b.Fatal(err)
 			}
 			defer h.Close()
-			router.AddConsumerHandler("sink", pipeLogstore, h.Subscriber(sub), h.Handle)
+			router.AddConsumerHandler("sink", pipeLogstore, h.Subscriber(sub), counted(h.Handle))
 		case "exactly-once-message":
 			h, err := exactlyonce.NewMessageHandler(store, hc, insertSink)
 			if err != nil {
 				b.Fatal(err)
 			}
-			router.AddConsumerHandler("sink", pipeLogstore, h.Subscriber(sub), h.Handle)
+			router.AddConsumerHandler("sink", pipeLogstore, h.Subscriber(sub), counted(h.Handle))
 		case "at-least-once-batch":
-			g := newGroupCommit(pool, pipeBatch, time.Millisecond)
+			g := newGroupCommit(pool, pipeBatch, time.Millisecond, insertEach)
 			defer g.close()
-			router.AddConsumerHandler("sink", pipeLogstore, sub, g.handle)
+			router.AddConsumerHandler("sink", pipeLogstore, sub, counted(g.handle))
 		default:
 			b.Fatalf("unknown variant %s", variant)
 		}
@@ -138,28 +256,59 @@ func pipeRun(b *testing.B, env *testutil.SLSEnv, variant string, n int) float64 
 	start := time.Now()
 	go func() { done <- router.Run(runCtx) }()
 	for {
-		var rows int
-		if err := pool.QueryRow(ctx, `SELECT count(*) FROM sink`).Scan(&rows); err != nil {
-			b.Fatal(err)
+		got := int(handled.Load())
+		if variant == "watermill-sql" {
+			if err := pool.QueryRow(ctx, `SELECT count(*) FROM sink`).Scan(&got); err != nil {
+				b.Fatal(err)
+			}
 		}
-		if rows >= n {
+		if got >= n {
 			break
 		}
 		if time.Since(start) > 5*time.Minute {
-			b.Fatalf("%s: %d of %d rows after 5 minutes", variant, rows, n)
+			b.Fatalf("%s: %d of %d logs after 5 minutes", variant, got, n)
 		}
-		time.Sleep(10 * time.Millisecond)
+		time.Sleep(5 * time.Millisecond)
 	}
 	elapsed := time.Since(start)
 	cancel()
 	if err := <-done; err != nil {
 		b.Fatal(err)
 	}
+	if !strings.HasPrefix(variant, "subscriber-only") {
+		var rows int
+		if err := pool.QueryRow(ctx, `SELECT count(*) FROM sink`).Scan(&rows); err != nil {
+			b.Fatal(err)
+		}
+		if rows < n {
+			b.Fatalf("%s: %d handler calls succeeded but the sink holds %d rows", variant, n, rows)
+		}
+	}
 	return float64(n) / elapsed.Seconds()
 }
 
+// copySink is a BulkFunc writing the payloads as sink rows with one COPY.
+func copySink(ctx context.Context, tx pgx.Tx, msgs []*message.Message) error {
+	rows := make([][]any, len(msgs))
+	for i, m := range msgs {
+		rows[i] = []any{string(m.Payload)}
+	}
+	_, err := tx.CopyFrom(ctx, pgx.Identifier{"sink"}, []string{"id"}, pgx.CopyFromRows(rows))
+	return err
+}
+
+// insertEach is a BulkFunc inserting the sink rows one statement (one round trip) each, as insertSink does.
+func insertEach(ctx context.Context, tx pgx.Tx, msgs []*message.Message) error {
+	for _, m := range msgs {
+		if err := insertSink(ctx, tx, m); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // groupCommit is the at-least-once peer: messages of many router
-// goroutines share a transaction of plain inserts (no positions), up to
+// goroutines share a transaction of plain writes (no positions), up to
 // max messages or wait after the first; each handler returns once its
 // transaction committed.
 type groupCommit struct {
@@ -173,11 +322,30 @@ type gcItem struct {
 	done chan error
 }
 
-func newGroupCommit(pool *pgxpool.Pool, max int, wait time.Duration) *groupCommit {
+func newGroupCommit(pool *pgxpool.Pool, max int, wait time.Duration, write exactlyonce.BulkFunc) *groupCommit {
 	g := &groupCommit{pool: pool, in: make(chan gcItem)}
-	g.wg.Add(1)
+	// As in BatchHandler: one goroutine collects, another applies, and a batch keeps filling (up to max)
+	// while the one before it commits.
+	batches := make(chan []gcItem)
+	g.wg.Add(2)
 	go func() {
 		defer g.wg.Done()
+		for batch := range batches {
+			msgs := make([]*message.Message, len(batch))
+			for i, it := range batch {
+				msgs[i] = it.msg
+			}
+			err := pgx.BeginFunc(context.Background(), pool, func(tx pgx.Tx) error {
+				return write(context.Background(), tx, msgs)
+			})
+			for _, it := range batch {
+				it.done <- err
+			}
+		}
+	}()
+	go func() {
+		defer g.wg.Done()
+		defer close(batches)
 		for first := range g.in {
 			batch := []gcItem{first}
 			timer := time.NewTimer(wait)
@@ -194,16 +362,22 @@ func newGroupCommit(pool *pgxpool.Pool, max int, wait time.Duration) *groupCommi
 				}
 			}
 			timer.Stop()
-			err := pgx.BeginFunc(context.Background(), pool, func(tx pgx.Tx) error {
-				for _, it := range batch {
-					if err := insertSink(context.Background(), tx, it.msg); err != nil {
-						return err
-					}
+		handOver:
+			for {
+				in := g.in
+				if len(batch) >= max {
+					in = nil
 				}
-				return nil
-			})
-			for _, it := range batch {
-				it.done <- err
+				select {
+				case batches <- batch:
+					break handOver
+				case it, ok := <-in:
+					if !ok {
+						batches <- batch
+						return
+					}
+					batch = append(batch, it)
+				}
 			}
 		}
 	}()

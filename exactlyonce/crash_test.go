@@ -44,20 +44,36 @@ const (
 	crashPartitions = 8
 	// slsCrashInFlight is the SLS child's MaxInFlight: several logs of a shard share a batch.
 	slsCrashInFlight = 4
+	// bulkCrashInFlight is the MaxInFlight of the SLS child with NewBulkHandler, whose batches are larger.
+	bulkCrashInFlight = 64
 )
 
 func TestCrashSLSToPostgres(t *testing.T) {
 	if os.Getenv(crashRoleEnv) == "sls" {
-		crashChild(t, slsChildSubscriber, exactlyonce.SLSPosition, slsCrashInFlight)
+		crashChild(t, slsChildSubscriber(slsCrashInFlight), exactlyonce.SLSPosition, slsCrashInFlight, false)
 		return
 	}
+	crashSLS(t, "sls")
+}
+
+// The same with NewBulkHandler: each batch written with one COPY, two lanes committing at once.
+func TestCrashSLSToPostgresBulk(t *testing.T) {
+	if os.Getenv(crashRoleEnv) == "sls-bulk" {
+		crashChild(t, slsChildSubscriber(bulkCrashInFlight), exactlyonce.SLSPosition, bulkCrashInFlight, true)
+		return
+	}
+	crashSLS(t, "sls-bulk")
+}
+
+// crashSLS runs the SLS crash loop with the child role given.
+func crashSLS(t *testing.T, role string) {
 	n := testutil.SoakOr(20_000, 1_000_000)
 	kills := testutil.SoakOr(4, 20)
 	env := testutil.SLS(t)
 	env.LogStore(t, crashProject, crashStream, crashPartitions)
 	last := writeSLSLogs(t, env, n)
 	pool, dbURL := crashDB(t)
-	res := runCrashLoop(t, pool, n, kills, crashRoleEnv+"=sls", crashDBEnv+"="+dbURL, crashSourceEnv+"="+env.Endpoint)
+	res := runCrashLoop(t, pool, n, kills, crashRoleEnv+"="+role, crashDBEnv+"="+dbURL, crashSourceEnv+"="+env.Endpoint)
 	res.report(t, n)
 	// The stored positions are those of each shard's last log.
 	store := crashStore(t, pool)
@@ -71,7 +87,7 @@ func TestCrashSLSToPostgres(t *testing.T) {
 
 func TestCrashKafkaToPostgres(t *testing.T) {
 	if os.Getenv(crashRoleEnv) == "kafka" {
-		crashChild(t, kafkaChildSubscriber, exactlyonce.KafkaPosition, 1)
+		crashChild(t, kafkaChildSubscriber, exactlyonce.KafkaPosition, 1, false)
 		return
 	}
 	n := testutil.SoakOr(20_000, 1_000_000)
@@ -265,19 +281,28 @@ func runCrashLoop(t *testing.T, pool *pgxpool.Pool, n, kills int, env ...string)
 	return res
 }
 
-// crashChild is the consumer process: it runs until it is killed.
-func crashChild(t *testing.T, newSub func(t *testing.T, store *exactlyonce.Store) message.Subscriber, position exactlyonce.PositionFunc, inFlight int) {
+// crashChild is the consumer process: it runs until it is killed. With bulk it applies batches with
+// NewBulkHandler (one COPY per batch, two lanes), else with NewBatchHandler (one INSERT per record).
+func crashChild(t *testing.T, newSub func(t *testing.T, store *exactlyonce.Store) message.Subscriber, position exactlyonce.PositionFunc, inFlight int, bulk bool) {
 	ctx := context.Background()
 	pool, err := pgxpool.New(ctx, os.Getenv(crashDBEnv))
 	if err != nil {
 		t.Fatal(err)
 	}
 	store := crashStore(t, pool)
-	h, err := exactlyonce.NewBatchHandler(store, exactlyonce.BatchConfig{
+	cfg := exactlyonce.BatchConfig{
 		HandlerConfig: exactlyonce.HandlerConfig{Consumer: crashConsumer, Position: position},
 		// A batch is full with every unacked message of every partition.
 		MaxBatch: crashPartitions * inFlight,
-	}, crashInsert)
+	}
+	var h *exactlyonce.BatchHandler
+	if bulk {
+		cfg.MaxBatch /= 2
+		cfg.Parallel = 2
+		h, err = exactlyonce.NewBulkHandler(store, cfg, crashCopy)
+	} else {
+		h, err = exactlyonce.NewBatchHandler(store, cfg, crashInsert)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -293,25 +318,54 @@ func crashChild(t *testing.T, newSub func(t *testing.T, store *exactlyonce.Store
 
 // crashInsert writes the record's id: the "id" field of an SLS log's JSON payload, or a Kafka record's value.
 func crashInsert(ctx context.Context, tx pgx.Tx, msg *message.Message) error {
+	n, err := crashID(msg)
+	if err != nil {
+		return err
+	}
+	_, err = tx.Exec(ctx, `INSERT INTO crash_sink (id) VALUES ($1)`, n)
+	return err
+}
+
+// crashCopy writes the ids of msgs with one COPY.
+func crashCopy(ctx context.Context, tx pgx.Tx, msgs []*message.Message) error {
+	rows := make([][]any, len(msgs))
+	for i, msg := range msgs {
+		n, err := crashID(msg)
+		if err != nil {
+			return err
+		}
+		rows[i] = []any{n}
+	}
+	_, err := tx.CopyFrom(ctx, pgx.Identifier{"crash_sink"}, []string{"id"}, pgx.CopyFromRows(rows))
+	return err
+}
+
+// crashID returns the record's id: the "id" field of an SLS log's JSON payload, or a Kafka record's value.
+func crashID(msg *message.Message) (int64, error) {
 	id := string(msg.Payload)
 	if strings.HasPrefix(id, "{") {
 		var log struct {
 			ID string `json:"id"`
 		}
 		if err := json.Unmarshal(msg.Payload, &log); err != nil {
-			return err
+			return 0, err
 		}
 		id = log.ID
 	}
 	n, err := strconv.ParseInt(id, 10, 64)
 	if err != nil {
-		return fmt.Errorf("record id %q: %w", id, err)
+		return 0, fmt.Errorf("record id %q: %w", id, err)
 	}
-	_, err = tx.Exec(ctx, `INSERT INTO crash_sink (id) VALUES ($1)`, n)
-	return err
+	return n, nil
 }
 
-func slsChildSubscriber(t *testing.T, store *exactlyonce.Store) message.Subscriber {
+func slsChildSubscriber(inFlight int) func(t *testing.T, store *exactlyonce.Store) message.Subscriber {
+	return func(t *testing.T, store *exactlyonce.Store) message.Subscriber {
+		return newSLSChildSubscriber(t, store, inFlight)
+	}
+}
+
+func newSLSChildSubscriber(t *testing.T, store *exactlyonce.Store, inFlight int) message.Subscriber {
 	addr := os.Getenv(crashSourceEnv)
 	sub, err := slspubsub.NewSubscriber(slspubsub.SubscriberConfig{
 		ClientConfig: slspubsub.ClientConfig{
@@ -321,7 +375,7 @@ func slsChildSubscriber(t *testing.T, store *exactlyonce.Store) message.Subscrib
 		},
 		FetchInterval:    5 * time.Millisecond,
 		MaxFetchInterval: 50 * time.Millisecond,
-		MaxInFlight:      slsCrashInFlight,
+		MaxInFlight:      inFlight,
 		PositionStore:    store.SubscriberPositions(crashConsumer),
 	}, nil)
 	if err != nil {

@@ -11,7 +11,10 @@
 //     SaramaTracer that starts each partition after its stored offset.
 //   - [MessageHandler] applies each message in a transaction of its own; [BatchHandler] applies the messages of
 //     many router goroutines in shared transactions (group commit). Both have the shape of
-//     message.NoPublishHandlerFunc and call a [HandlerFunc] with the transaction.
+//     message.NoPublishHandlerFunc and call a [HandlerFunc] with the transaction, once per message.
+//   - [NewBulkHandler] is the BatchHandler for throughput: its [BulkFunc] gets the whole batch and writes it
+//     with a few statements (tx.CopyFrom, a pgx.Batch, INSERT ... SELECT FROM unnest), so a batch of
+//     thousands of messages costs a handful of round trips instead of one per message.
 //   - [ToOutbox] adapts a handler that emits messages: its outputs are written to the transactional outbox
 //     (package outbox) in the transaction that stores the position, and an outbox Relay delivers them to any
 //     Publisher, so exactly-once effects reach SLS, Kafka or anything else through the outbox.
@@ -32,7 +35,9 @@
 // applied: when a message fails, no later message of its partition commits until the failed one is
 // redelivered and applied (they fail with [ErrPartitionBlocked] and are redelivered). In a batch, a failing
 // message is isolated by a savepoint: the other partitions of the batch commit, and nothing after it in its
-// partition does. A failed commit fails every message of the batch. Two consumers applying the same partition
+// partition does. A [BulkFunc] cannot say which message it failed on, so the handler finds it by bisection
+// under savepoints (halves of the set, in order, down to single messages) with the same outcome. A failed
+// commit fails every message of the batch. Two consumers applying the same partition
 // at once (a rebalance) cannot both commit a message: the position row is locked and the upsert is
 // forward-only, so one of them fails with [ErrPositionConflict] or skips.
 //
@@ -58,6 +63,23 @@
 // MaxInFlight 1 every batch has one message and only adds BatchConfig.MaxWait of latency. Batching pays off
 // with many partitions (SLS shards, Kafka partitions) or with slspubsub.SubscriberConfig.MaxInFlight above 1;
 // set BatchConfig.MaxBatch to partitions x MaxInFlight so that a batch is applied as soon as it is full.
+// While a batch commits the next one fills, so MaxInFlight of about twice MaxBatch / partitions keeps the
+// database busy.
+//
+// A batch costs these round trips: BEGIN, the function's statements (one per message for a HandlerFunc that
+// runs one INSERT; one COPY for a typical BulkFunc), one statement storing the positions of all its
+// partitions, and COMMIT; plus, for partitions the handler has not seen yet (or after a failed batch), one
+// statement before the function that reads and locks their stored positions. Otherwise the handler plans
+// against the positions its own last batches stored, and the statement storing the new ones checks that each
+// partition's stored position is still before the first message applied (another consumer may have applied
+// the partition meanwhile): if not, the batch fails with [ErrPositionConflict] and the redelivered messages
+// are planned against a fresh read. When the round trips rather than the database's work bound the
+// throughput, BatchConfig.Parallel commits several batches at once, each for its own share of the
+// partitions.
+//
+// For the highest rates use [NewBulkHandler] with batches of 1 000 to 2 000 messages written with
+// tx.CopyFrom, MaxInFlight of 256 to 1 024 per shard, and the subscriber wrapped with the handler's
+// Subscriber method.
 //
 // # Schema
 //
@@ -81,7 +103,10 @@
 //		PRIMARY KEY (consumer, stream, partition)
 //	);
 //
-// A position is stored with a forward-only upsert, in the handler's transaction:
+// MessageHandler stores a position with a forward-only upsert, in the handler's transaction (BatchHandler
+// stores those of all partitions of a batch with one statement, an UPDATE ... FROM unnest(...) conditional on
+// the stored position being before the batch's first message of the partition, plus an INSERT ... ON
+// CONFLICT DO NOTHING for partitions without a row):
 //
 //	INSERT INTO public.watermill_sls_positions AS p (consumer, stream, partition, "offset", "index")
 //	VALUES ($1, $2, $3, $4, $5)

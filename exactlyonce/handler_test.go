@@ -90,8 +90,8 @@ func TestHandlerConfigValidate(t *testing.T) {
 			t.Errorf("error %q does not name %s", err, field)
 		}
 	}
-	_, err = exactlyonce.NewBatchHandler(store, exactlyonce.BatchConfig{MaxBatch: -1, MaxWait: -1, Timeout: -1}, insertSink)
-	for _, field := range []string{"Consumer", "MaxBatch", "MaxWait", "Timeout"} {
+	_, err = exactlyonce.NewBatchHandler(store, exactlyonce.BatchConfig{MaxBatch: -1, MaxWait: -1, Timeout: -1, Parallel: -1}, insertSink)
+	for _, field := range []string{"Consumer", "MaxBatch", "MaxWait", "Timeout", "Parallel"} {
 		if err == nil || !strings.Contains(err.Error(), field) {
 			t.Errorf("NewBatchHandler error %v does not name %s", err, field)
 		}

@@ -15,8 +15,8 @@ import (
 // committed first, the partition's position would pass the earlier one, which would then be skipped as
 // applied: lost. Wrapping the subscriber with the handler's Subscriber method restores the order: the wrapper
 // numbers each partition's messages as the subscriber delivers them, and the handler lets a message in only
-// after every earlier message of its partition went in (BatchHandler: joined a batch; MessageHandler: was
-// committed or rolled back) or was acked or nacked without reaching the handler.
+// after every earlier message of its partition went in (BatchHandler: was queued for a batch; MessageHandler:
+// was committed or rolled back) or was acked or nacked without reaching the handler.
 
 // ticket is a message's place in its partition's delivery order.
 type ticket struct {
@@ -34,39 +34,52 @@ func ticketFrom(msg *message.Message) *ticket {
 	return t
 }
 
-// partitionGate lets a partition's messages through in delivery order.
+// partitionGate lets a partition's messages through in delivery order. A MessageHandler waits for its turn
+// (wait, then pass when done); a BatchHandler submits a function that queues the message, which the gate runs
+// in order, possibly on the goroutine whose pass or submit completes the sequence, so that no goroutine waits.
+// Each waiting message has a channel of its own, closed when its turn comes, so that a pass wakes only the
+// message it lets in.
 type partitionGate struct {
 	mu      sync.Mutex
-	next    uint64              // the next sequence number to hand out
-	passed  uint64              // every message numbered below passed
-	ahead   map[uint64]struct{} // passed out of order, above passed
-	changed chan struct{}       // closed when passed grows
+	next    uint64                   // the next sequence number to hand out
+	passed  uint64                   // every message numbered below passed
+	ahead   []gateSlot               // ahead[i] is message passed+i: passed or submitted out of order
+	waiters map[uint64]chan struct{} // closed when every message below the key passed
+}
+
+// gateSlot is a message that went through ahead of its turn: passed (enqueue nil) or submitted.
+type gateSlot struct {
+	done    bool
+	enqueue func()
 }
 
 func newPartitionGate() *partitionGate {
-	return &partitionGate{ahead: map[uint64]struct{}{}, changed: make(chan struct{})}
+	return &partitionGate{waiters: map[uint64]chan struct{}{}}
 }
 
 // wait returns when every message before seq passed, or with an error when ctx ends or closed or stop is
 // closed (nil channels never are).
 func (g *partitionGate) wait(ctx context.Context, closed, stop <-chan struct{}, seq uint64) error {
-	for {
-		g.mu.Lock()
-		if g.passed >= seq {
-			g.mu.Unlock()
-			return nil
-		}
-		ch := g.changed
+	g.mu.Lock()
+	if g.passed >= seq {
 		g.mu.Unlock()
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return fmt.Errorf("exactlyonce: waiting for earlier messages of the partition: %w", ctx.Err())
-		case <-closed:
-			return ErrClosed
-		case <-stop:
-			return ErrClosed
-		}
+		return nil
+	}
+	ch := g.waiters[seq]
+	if ch == nil {
+		ch = make(chan struct{})
+		g.waiters[seq] = ch
+	}
+	g.mu.Unlock()
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("exactlyonce: waiting for earlier messages of the partition: %w", ctx.Err())
+	case <-closed:
+		return ErrClosed
+	case <-stop:
+		return ErrClosed
 	}
 }
 
@@ -77,19 +90,53 @@ func (g *partitionGate) pass(seq uint64) {
 	if seq < g.passed {
 		return
 	}
-	g.ahead[seq] = struct{}{}
-	grew := false
-	for {
-		if _, ok := g.ahead[g.passed]; !ok {
-			break
-		}
-		delete(g.ahead, g.passed)
-		g.passed++
-		grew = true
+	if sl := g.slot(seq); !sl.done {
+		sl.done = true
 	}
-	if grew {
-		close(g.changed)
-		g.changed = make(chan struct{})
+	g.advance()
+}
+
+// submit runs enqueue once every message before seq passed, under the gate's lock (so that the queue sees
+// the partition's messages in order), and then counts seq as passed.
+func (g *partitionGate) submit(seq uint64, enqueue func()) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if seq < g.passed {
+		return
+	}
+	*g.slot(seq) = gateSlot{done: true, enqueue: enqueue}
+	g.advance()
+}
+
+// slot returns the slot of seq (at or above passed), growing ahead to hold it.
+func (g *partitionGate) slot(seq uint64) *gateSlot {
+	i := int(seq - g.passed)
+	for len(g.ahead) <= i {
+		g.ahead = append(g.ahead, gateSlot{})
+	}
+	return &g.ahead[i]
+}
+
+// advance lets through the messages whose turn has come: each done slot at the front of ahead.
+func (g *partitionGate) advance() {
+	n := 0
+	for n < len(g.ahead) && g.ahead[n].done {
+		if f := g.ahead[n].enqueue; f != nil {
+			f()
+		}
+		n++
+		g.passed++
+		if len(g.waiters) > 0 {
+			if ch, ok := g.waiters[g.passed]; ok {
+				close(ch)
+				delete(g.waiters, g.passed)
+			}
+		}
+	}
+	if n > 0 {
+		m := copy(g.ahead, g.ahead[n:])
+		clear(g.ahead[m:])
+		g.ahead = g.ahead[:m]
 	}
 }
 

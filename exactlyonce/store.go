@@ -244,26 +244,55 @@ WHERE p.consumer = $1 ORDER BY p.stream, p.partition FOR UPDATE OF p`, consumer,
 	return out, nil
 }
 
-// advanceAllSQL is advanceSQL for many partitions in one statement.
-const advanceAllSQL = `INSERT INTO %[1]s AS p (consumer, stream, partition, "offset", "index")
-SELECT $1, k.stream, k.partition, k."offset", k."index" FROM unnest($2::text[], $3::integer[], $4::bigint[], $5::integer[])
-AS k(stream, partition, "offset", "index")
-ON CONFLICT (consumer, stream, partition) DO UPDATE
-SET "offset" = EXCLUDED."offset", "index" = EXCLUDED."index", updated_at = now()
-WHERE (p."offset", p."index") < (EXCLUDED."offset", EXCLUDED."index")`
+// advanceFromSQL moves positions of partitions forward on a condition: a partition with a row moves only if
+// its stored position is before the first message the transaction applied (k.first_*), and one without a row
+// (k.known_row false) is inserted only if there still is none. A row that another transaction changed
+// meanwhile makes the statement wait for that transaction and then re-check the condition on the committed
+// row (READ COMMITTED), so the count of changed rows falls short exactly when another consumer applied some
+// of the same messages first.
+const advanceFromSQL = `WITH k AS (
+	SELECT * FROM unnest($2::text[], $3::integer[], $4::bigint[], $5::integer[], $6::bigint[], $7::integer[], $8::boolean[])
+	AS k(stream, partition, first_offset, first_index, "offset", "index", known_row)
+), moved AS (
+	UPDATE %[1]s AS p SET "offset" = k."offset", "index" = k."index", updated_at = now()
+	FROM k WHERE k.known_row AND p.consumer = $1 AND p.stream = k.stream AND p.partition = k.partition
+	AND (p."offset", p."index") < (k.first_offset, k.first_index)
+	RETURNING 1
+), inserted AS (
+	INSERT INTO %[1]s (consumer, stream, partition, "offset", "index")
+	SELECT $1, k.stream, k.partition, k."offset", k."index" FROM k WHERE NOT k.known_row
+	ON CONFLICT (consumer, stream, partition) DO NOTHING
+	RETURNING 1
+)
+SELECT (SELECT count(*) FROM moved) + (SELECT count(*) FROM inserted)`
 
-// advanceAll is Advance for positions of distinct partitions; it returns how many moved.
-func (s *Store) advanceAll(ctx context.Context, tx pgx.Tx, consumer string, ps []Position) (int, error) {
-	streams := make([]string, len(ps))
-	partitions := make([]int32, len(ps))
-	offsets := make([]int64, len(ps))
-	indexes := make([]int32, len(ps))
-	for i, p := range ps {
-		streams[i], partitions[i], offsets[i], indexes[i] = p.Stream, p.Partition, p.Offset, p.Index
+// advanceStep is one partition's move in advanceFrom: from the stored position the transaction planned
+// against, past the messages first..last it applied.
+type advanceStep struct {
+	from        storedPosition
+	first, last Position
+}
+
+// advanceFrom stores the last position of each step for consumer in tx, if the partition's stored position
+// is still before the step's first message (or, when from says none is stored, none is), with one statement,
+// and returns how many partitions moved.
+func (s *Store) advanceFrom(ctx context.Context, tx pgx.Tx, consumer string, steps []advanceStep) (int, error) {
+	n := len(steps)
+	streams, partitions := make([]string, n), make([]int32, n)
+	firstOffsets, firstIndexes := make([]int64, n), make([]int32, n)
+	offsets, indexes := make([]int64, n), make([]int32, n)
+	knownRows := make([]bool, n)
+	for i, st := range steps {
+		streams[i], partitions[i] = st.last.Stream, st.last.Partition
+		firstOffsets[i], firstIndexes[i] = st.first.Offset, st.first.Index
+		offsets[i], indexes[i] = st.last.Offset, st.last.Index
+		knownRows[i] = st.from.ok
 	}
-	tag, err := tx.Exec(ctx, fmt.Sprintf(advanceAllSQL, s.table), consumer, streams, partitions, offsets, indexes)
+	var moved int
+	err := tx.QueryRow(ctx, fmt.Sprintf(advanceFromSQL, s.table), consumer, streams, partitions,
+		firstOffsets, firstIndexes, offsets, indexes, knownRows).Scan(&moved)
 	if err != nil {
 		return 0, fmt.Errorf("exactlyonce: store positions of %q: %w", consumer, err)
 	}
-	return int(tag.RowsAffected()), nil
+	return moved, nil
 }
