@@ -197,7 +197,8 @@ func (h *BatchHandler) Handle(msg *message.Message) error {
 		// without reaching the handler): at once, or from the goroutine that completes the sequence.
 		t.handled.Store(true)
 		closed = t.closed
-		t.gate.submit(t.seq, func() { l.push(r) })
+		t.gate.submit(t.seq, l, r)
+		t.counted.Store(true)
 	} else {
 		l.push(r)
 	}
