@@ -197,11 +197,17 @@ func (h *BatchHandler) Handle(msg *message.Message) error {
 		// without reaching the handler): at once, or from the goroutine that completes the sequence.
 		t.handled.Store(true)
 		closed = t.closed
-		t.gate.submit(t.seq, l, r)
+		queued, open := t.gate.submit(t.seq, l, r)
 		t.counted.Store(true)
+		if queued {
+			return h.answer(r, open)
+		}
 	} else {
-		l.push(r)
+		return h.answer(r, l.push(r))
 	}
+	// The request waits in the gate for earlier messages of its partition: it may wait for ever (an earlier
+	// message never comes back), so the wait ends also when the handler or the wrapper closes or the message's
+	// context ends.
 	var stop error
 	select {
 	case err := <-r.res:
@@ -220,6 +226,17 @@ func (h *BatchHandler) Handle(msg *message.Message) error {
 		return stop
 	}
 	// A lane took it: it answers, also when closing, within its batch Timeout.
+	return <-r.res
+}
+
+// answer waits for the answer to a request its lane queued (open) or refused because it closed (!open). A
+// queued request is always answered: the lane applies it in a batch, on close too (drain), within the batch's
+// Timeout, so the wait needs no other way out; this keeps the common path to one channel receive.
+func (h *BatchHandler) answer(r *batchRequest, open bool) error {
+	if !open {
+		h.blocks.failed(r.pos)
+		return ErrClosed
+	}
 	return <-r.res
 }
 
@@ -252,10 +269,16 @@ type lane struct {
 	queue   []*batchRequest
 	firstAt time.Time     // when the oldest request in queue arrived
 	wake    chan struct{} // capacity 1: the queue became non-empty, or full
+	closed  bool          // drained for the last time: push refuses
 }
 
-func (l *lane) push(r *batchRequest) {
+// push queues r, or returns false when the lane closed (drained for the last time): then nothing answers r.
+func (l *lane) push(r *batchRequest) bool {
 	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return false
+	}
 	if len(l.queue) == 0 {
 		l.firstAt = time.Now()
 	}
@@ -270,6 +293,19 @@ func (l *lane) push(r *batchRequest) {
 		default:
 		}
 	}
+	return true
+}
+
+// shut closes the lane when its queue is empty: later pushes are refused. It returns false when requests
+// are still queued (to be drained first).
+func (l *lane) shut() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.queue) > 0 {
+		return false
+	}
+	l.closed = true
+	return true
 }
 
 // take removes up to max requests from the front of the queue and returns those not abandoned, marked
@@ -340,7 +376,7 @@ func (h *BatchHandler) drain(l *lane) {
 		if len(batch) > 0 {
 			h.apply(batch)
 		}
-		if rest == 0 {
+		if rest == 0 && l.shut() {
 			return
 		}
 	}

@@ -105,21 +105,35 @@ func (g *partitionGate) pass(seq uint64) {
 // submit pushes r to l once every message before seq passed, under the gate's lock (so that the queue sees
 // the partition's messages in order), and then counts seq as passed. In the common case (seq is next) it
 // pushes at once, on the caller's goroutine.
-func (g *partitionGate) submit(seq uint64, l *lane, r *batchRequest) {
+//
+// queued reports that r was handed to l before submit returned, and open whether l took it (false: l had
+// closed). When queued is false r waits in the gate, or was dropped because seq had passed already.
+func (g *partitionGate) submit(seq uint64, l *lane, r *batchRequest) (queued, open bool) {
 	g.mu.Lock()
+	defer g.mu.Unlock()
 	if seq < g.passed {
-		g.mu.Unlock()
-		return
+		return false, false
 	}
-	if seq == g.passed && len(g.ahead) == 0 && len(g.waiters) == 0 {
-		l.push(r)
-		g.passed++
-		g.mu.Unlock()
-		return
+	if seq == g.passed {
+		// Its turn: push it here, then let through what waited for it.
+		open = l.push(r)
+		if len(g.ahead) == 0 {
+			g.passed++
+			if len(g.waiters) > 0 {
+				if ch, ok := g.waiters[g.passed]; ok {
+					close(ch)
+					delete(g.waiters, g.passed)
+				}
+			}
+			return true, open
+		}
+		g.ahead[0] = gateSlot{done: true}
+		g.advance()
+		return true, open
 	}
 	*g.slot(seq) = gateSlot{done: true, lane: l, req: r}
 	g.advance()
-	g.mu.Unlock()
+	return false, false
 }
 
 // slot returns the slot of seq (at or above passed), growing ahead to hold it.
