@@ -133,6 +133,22 @@ type batchRequest struct {
 	skipped bool // applied before, or a duplicate in the batch (for Metrics)
 }
 
+// requests recycles batchRequests (and their answer channels): one per message otherwise.
+var requests = sync.Pool{New: func() any { return &batchRequest{res: make(chan error, 1)} }}
+
+func newBatchRequest(msg *message.Message, pos Position) *batchRequest {
+	r := requests.Get().(*batchRequest)
+	r.msg, r.pos = msg, pos
+	return r
+}
+
+// release returns r to the pool; only once its answer was received, and only when nothing else refers to it.
+func (r *batchRequest) release() {
+	r.msg, r.pos, r.skipped = nil, Position{}, false
+	r.state.Store(requestPending)
+	requests.Put(r)
+}
+
 // States of a batchRequest.
 const (
 	requestPending int32 = iota
@@ -189,7 +205,7 @@ func (h *BatchHandler) Handle(msg *message.Message) error {
 			return err
 		}
 	}
-	r := &batchRequest{msg: msg, pos: pos, res: make(chan error, 1)}
+	r := newBatchRequest(msg, pos)
 	l := h.lanes[h.laneOf(pos)]
 	var closed <-chan struct{}
 	if t != nil {
@@ -237,7 +253,11 @@ func (h *BatchHandler) answer(r *batchRequest, open bool) error {
 		h.blocks.failed(r.pos)
 		return ErrClosed
 	}
-	return <-r.res
+	err := <-r.res
+	// The lane is done with r once it answered (it sends each answer last), and nothing else holds a
+	// request queued straight to its lane: it can serve another message.
+	r.release()
+	return err
 }
 
 // Close stops taking messages, applies the requests its lanes hold, answers every waiting Handle call, and

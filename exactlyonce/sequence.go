@@ -230,6 +230,11 @@ func (s *sequencedSubscriber) forward(ctx context.Context, topic string, in <-ch
 			p.watcher.add(t)
 		}
 		select {
+		case out <- msg: // the router is usually waiting: no need to watch ctx and closing
+			continue
+		default:
+		}
+		select {
 		case out <- msg:
 		case <-ctx.Done():
 			msg.Nack()
