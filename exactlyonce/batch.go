@@ -115,6 +115,7 @@ type BatchHandler struct {
 
 	lanes     []*lane // a partition's requests always go to the same lane (laneOf)
 	closing   chan struct{}
+	closed    atomic.Bool // set with closing, for Handle's common path
 	running   sync.WaitGroup
 	closeOnce sync.Once
 
@@ -190,40 +191,48 @@ func newBatchHandler(store *Store, cfg BatchConfig, fn HandlerFunc, bulk BulkFun
 // once the message is applied and committed, or was applied before; an error otherwise. After Close it returns
 // ErrClosed.
 func (h *BatchHandler) Handle(msg *message.Message) error {
-	select {
-	case <-h.closing:
+	// The common path is kept short and its frame small: a router runs each message on a goroutine of its
+	// own, whose stack would otherwise have to grow (be copied) for every message.
+	if h.closed.Load() {
 		return ErrClosed
-	default:
 	}
 	t := ticketFrom(msg)
-	var pos Position
-	if t != nil {
-		pos = t.pos // extracted by the Subscriber wrapper with the same HandlerConfig
-	} else {
-		var err error
-		if pos, err = h.cfg.position(msg); err != nil {
-			return err
-		}
+	if t == nil {
+		return h.handleUnordered(msg)
+	}
+	// The position was extracted by the Subscriber wrapper with the same HandlerConfig. The request joins its
+	// lane once every earlier message of the partition did (or was settled without reaching the handler): at
+	// once, or from the goroutine that completes the sequence.
+	r := newBatchRequest(msg, t.pos)
+	l := h.lanes[h.laneOf(&r.pos)]
+	t.handled.Store(true)
+	queued, open := t.gate.submit(t.seq, l, r)
+	t.counted.Store(true)
+	if queued {
+		return h.answer(r, open)
+	}
+	return h.awaitGated(r, t.closed)
+}
+
+// handleUnordered handles a message that did not come through the Subscriber wrapper.
+//
+//go:noinline
+func (h *BatchHandler) handleUnordered(msg *message.Message) error {
+	pos, err := h.cfg.position(msg)
+	if err != nil {
+		return err
 	}
 	r := newBatchRequest(msg, pos)
-	l := h.lanes[h.laneOf(pos)]
-	var closed <-chan struct{}
-	if t != nil {
-		// The request joins its lane once every earlier message of the partition did (or was settled
-		// without reaching the handler): at once, or from the goroutine that completes the sequence.
-		t.handled.Store(true)
-		closed = t.closed
-		queued, open := t.gate.submit(t.seq, l, r)
-		t.counted.Store(true)
-		if queued {
-			return h.answer(r, open)
-		}
-	} else {
-		return h.answer(r, l.push(r))
-	}
-	// The request waits in the gate for earlier messages of its partition: it may wait for ever (an earlier
-	// message never comes back), so the wait ends also when the handler or the wrapper closes or the message's
-	// context ends.
+	return h.answer(r, h.lanes[h.laneOf(&pos)].push(r))
+}
+
+// awaitGated waits for the answer to r, which waits in its partition's gate for earlier messages of the
+// partition: it may wait for ever (an earlier message never comes back), so the wait ends also when the
+// handler or the wrapper closes (closed) or the message's context ends.
+//
+//go:noinline
+func (h *BatchHandler) awaitGated(r *batchRequest, closed <-chan struct{}) error {
+	msg, pos := r.msg, r.pos
 	var stop error
 	select {
 	case err := <-r.res:
@@ -264,13 +273,16 @@ func (h *BatchHandler) answer(r *batchRequest, open bool) error {
 // returns when the handler's goroutines have ended. Close the router (which waits for its handlers) before or
 // while closing the BatchHandler: later Handle calls return ErrClosed. It is idempotent.
 func (h *BatchHandler) Close() error {
-	h.closeOnce.Do(func() { close(h.closing) })
+	h.closeOnce.Do(func() {
+		h.closed.Store(true)
+		close(h.closing)
+	})
 	h.running.Wait()
 	return nil
 }
 
 // laneOf returns the lane of pos's partition: consecutive partitions of a stream go to consecutive lanes.
-func (h *BatchHandler) laneOf(pos Position) int {
+func (h *BatchHandler) laneOf(pos *Position) int {
 	if len(h.lanes) == 1 {
 		return 0
 	}
