@@ -165,6 +165,7 @@ func pipeRun(b *testing.B, env *testutil.SLSEnv, variant string, n int) float64 
 		b.Fatal(err)
 	}
 	var handled, failures atomic.Int64
+	batches := &batchStats{}
 	counted := func(h message.NoPublishHandlerFunc) message.NoPublishHandlerFunc {
 		return func(msg *message.Message) error {
 			err := h(msg)
@@ -190,7 +191,8 @@ func pipeRun(b *testing.B, env *testutil.SLSEnv, variant string, n int) float64 
 		if err != nil {
 			b.Fatal(err)
 		}
-		hc := exactlyonce.HandlerConfig{Consumer: "bench", Position: exactlyonce.SLSPositionOf(pipeLogstore)}
+		hc := exactlyonce.HandlerConfig{Consumer: "bench", Position: exactlyonce.SLSPositionOf(pipeLogstore), Metrics: batches}
+		defer func() { b.Logf("%s: %s", variant, batches) }()
 		switch variant {
 		case "subscriber-only":
 			router.AddConsumerHandler("sink", pipeLogstore, sub, counted(func(*message.Message) error { return nil }))
@@ -221,6 +223,7 @@ func pipeRun(b *testing.B, env *testutil.SLSEnv, variant string, n int) float64 
 			}
 			for i := range lanes {
 				lanes[i] = newGroupCommit(pool, bulkBatch, time.Millisecond, copySink)
+				lanes[i].stats = batches
 				defer lanes[i].close()
 			}
 			router.AddConsumerHandler("sink", pipeLogstore, sub, counted(func(msg *message.Message) error {
@@ -245,6 +248,7 @@ func pipeRun(b *testing.B, env *testutil.SLSEnv, variant string, n int) float64 
 			router.AddConsumerHandler("sink", pipeLogstore, h.Subscriber(sub), counted(h.Handle))
 		case "at-least-once-batch":
 			g := newGroupCommit(pool, pipeBatch, time.Millisecond, insertEach)
+			g.stats = batches
 			defer g.close()
 			router.AddConsumerHandler("sink", pipeLogstore, sub, counted(g.handle))
 		default:
@@ -312,9 +316,26 @@ func insertEach(ctx context.Context, tx pgx.Tx, msgs []*message.Message) error {
 // max messages or wait after the first; each handler returns once its
 // transaction committed.
 type groupCommit struct {
-	pool *pgxpool.Pool
-	in   chan gcItem
-	wg   sync.WaitGroup
+	pool  *pgxpool.Pool
+	in    chan gcItem
+	wg    sync.WaitGroup
+	stats *batchStats // set before the first handle, or nil
+}
+
+// batchStats counts the transactions of a mode and the messages in them, to print the mean batch size; as
+// exactlyonce.Metrics for the exactly-once handlers.
+type batchStats struct{ txs, msgs atomic.Int64 }
+
+func (s *batchStats) Transaction(st exactlyonce.TransactionStats) { s.add(st.Messages) }
+
+func (s *batchStats) add(n int) {
+	s.txs.Add(1)
+	s.msgs.Add(int64(n))
+}
+
+func (s *batchStats) String() string {
+	n := s.txs.Load()
+	return fmt.Sprintf("%d transactions, %.0f messages each on average", n, float64(s.msgs.Load())/float64(max(n, 1)))
 }
 
 type gcItem struct {
@@ -338,6 +359,9 @@ func newGroupCommit(pool *pgxpool.Pool, max int, wait time.Duration, write exact
 			err := pgx.BeginFunc(context.Background(), pool, func(tx pgx.Tx) error {
 				return write(context.Background(), tx, msgs)
 			})
+			if g.stats != nil {
+				g.stats.add(len(batch))
+			}
 			for _, it := range batch {
 				it.done <- err
 			}
