@@ -18,20 +18,30 @@ import (
 // after every earlier message of its partition went in (BatchHandler: was queued for a batch; MessageHandler:
 // was committed or rolled back) or was acked or nacked without reaching the handler.
 
-// ticket is a message's place in its partition's delivery order.
+// ticket is a message's place in its partition's delivery order. It is also the message's context: the
+// message's own context with the ticket as the value of ticketKey (one allocation per message instead of two).
 type ticket struct {
-	gate    *partitionGate
-	seq     uint64
-	pos     Position
-	closed  <-chan struct{} // closed when the wrapper closes: waiting ends with ErrClosed
-	msg     *message.Message
-	handled atomic.Bool // the handler took the message
+	context.Context // the message's context before the wrapper
+	gate            *partitionGate
+	seq             uint64
+	pos             Position
+	closed          <-chan struct{} // closed when the wrapper closes: waiting ends with ErrClosed
+	msg             *message.Message
+	handled         atomic.Bool // the handler took the message
 	// counted: the gate counted the message as passed on the handler's side (BatchHandler: queued it;
 	// MessageHandler: committed or rolled back), so the wrapper's watcher need not wait for its ack.
 	counted atomic.Bool
 }
 
 type ticketKey struct{}
+
+// Value returns t for ticketKey, and otherwise what the message's context holds.
+func (t *ticket) Value(key any) any {
+	if _, ok := key.(ticketKey); ok {
+		return t
+	}
+	return t.Context.Value(key)
+}
 
 func ticketFrom(msg *message.Message) *ticket {
 	t, _ := msg.Context().Value(ticketKey{}).(*ticket)
@@ -224,9 +234,9 @@ func (s *sequencedSubscriber) forward(ctx context.Context, topic string, in <-ch
 				s.wg.Add(1)
 				go s.watch(p.watcher)
 			}
-			t := &ticket{gate: p.gate, seq: p.gate.next, pos: pos, closed: s.closing, msg: msg}
+			t := &ticket{Context: msg.Context(), gate: p.gate, seq: p.gate.next, pos: pos, closed: s.closing, msg: msg}
 			p.gate.next++
-			msg.SetContext(context.WithValue(msg.Context(), ticketKey{}, t))
+			msg.SetContext(t)
 			p.watcher.add(t)
 		}
 		select {
