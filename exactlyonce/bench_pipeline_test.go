@@ -103,9 +103,9 @@ func BenchmarkSLSToPostgres(b *testing.B) {
 			if v.big {
 				n = big
 			}
-			r := pipeRun(b, env, v.name, n)
+			r, batches := pipeRun(b, env, v.name, n)
 			rates[v.name] = max(rates[v.name], r)
-			b.Logf("%s: %d logs, %.0f logs/s", v.name, n, r)
+			b.Logf("%s: %d logs, %.0f logs/s%s", v.name, n, r, batches)
 		}
 	}
 	for v, r := range rates {
@@ -156,8 +156,10 @@ func pipePreload(b *testing.B, env *testutil.SLSEnv, n int) {
 
 // pipeRun consumes n logs with variant into a fresh database and returns
 // logs/s, timed from the start of the router until n handler calls
-// returned nil (for watermill-sql: until the sink holds n rows).
-func pipeRun(b *testing.B, env *testutil.SLSEnv, variant string, n int) float64 {
+// returned nil (for watermill-sql: until the sink holds n rows), and for a
+// group-commit mode its batches (", <n> transactions of <m> messages on
+// average"; else "").
+func pipeRun(b *testing.B, env *testutil.SLSEnv, variant string, n int) (float64, string) {
 	store, pool := newStore(b)
 	ctx := context.Background()
 	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: 10 * time.Second}, nil)
@@ -192,7 +194,6 @@ func pipeRun(b *testing.B, env *testutil.SLSEnv, variant string, n int) float64 
 			b.Fatal(err)
 		}
 		hc := exactlyonce.HandlerConfig{Consumer: "bench", Position: exactlyonce.SLSPositionOf(pipeLogstore), Metrics: batches}
-		defer func() { b.Logf("%s: %s", variant, batches) }()
 		switch variant {
 		case "subscriber-only":
 			router.AddConsumerHandler("sink", pipeLogstore, sub, counted(func(*message.Message) error { return nil }))
@@ -288,7 +289,10 @@ func pipeRun(b *testing.B, env *testutil.SLSEnv, variant string, n int) float64 
 			b.Fatalf("%s: %d handler calls succeeded but the sink holds %d rows", variant, n, rows)
 		}
 	}
-	return float64(n) / elapsed.Seconds()
+	if batches.txs.Load() == 0 {
+		return float64(n) / elapsed.Seconds(), ""
+	}
+	return float64(n) / elapsed.Seconds(), ", " + batches.String()
 }
 
 // copySink is a BulkFunc writing the payloads as sink rows with one COPY.
@@ -335,7 +339,7 @@ func (s *batchStats) add(n int) {
 
 func (s *batchStats) String() string {
 	n := s.txs.Load()
-	return fmt.Sprintf("%d transactions, %.0f messages each on average", n, float64(s.msgs.Load())/float64(max(n, 1)))
+	return fmt.Sprintf("%d transactions of %.0f messages on average", n, float64(s.msgs.Load())/float64(max(n, 1)))
 }
 
 type gcItem struct {
