@@ -190,6 +190,11 @@ func newBatchHandler(store *Store, cfg BatchConfig, fn HandlerFunc, bulk BulkFun
 // Handle has the shape of message.NoPublishHandlerFunc: pass it to Router.AddConsumerHandler. It returns nil
 // once the message is applied and committed, or was applied before; an error otherwise. After Close it returns
 // ErrClosed.
+//
+// A message queued for a batch is applied (or fails) with its batch, within MaxWait plus the batch's Timeout,
+// also when its context ends meanwhile or the handler closes (Close applies what is queued). A message still
+// waiting for an earlier message of its partition (through the Subscriber wrapper) stops waiting when its
+// context ends, or the handler or the wrapper closes, and blocks its partition as a failed message does.
 func (h *BatchHandler) Handle(msg *message.Message) error {
 	// The common path is kept short and its frame small: a router runs each message on a goroutine of its
 	// own, whose stack would otherwise have to grow (be copied) for every message.
