@@ -191,7 +191,7 @@ func newBatchHandler(store *Store, cfg BatchConfig, fn HandlerFunc, bulk BulkFun
 // once the message is applied and committed, or was applied before; an error otherwise. After Close it returns
 // ErrClosed.
 //
-// A message queued for a batch is applied (or fails) with its batch, within MaxWait plus the batch's Timeout,
+// A message queued for a batch is applied (or fails) with its batch (each bounded by Timeout),
 // also when its context ends meanwhile or the handler closes (Close applies what is queued). A message still
 // waiting for an earlier message of its partition (through the Subscriber wrapper) stops waiting when its
 // context ends, or the handler or the wrapper closes, and blocks its partition as a failed message does.
