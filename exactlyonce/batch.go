@@ -115,6 +115,7 @@ type BatchHandler struct {
 
 	lanes     []*lane // a partition's requests always go to the same lane (laneOf)
 	closing   chan struct{}
+	closed    atomic.Bool // set with closing, for Handle's common path
 	running   sync.WaitGroup
 	closeOnce sync.Once
 
@@ -131,6 +132,22 @@ type batchRequest struct {
 	res   chan error   // buffered 1; a lane answers every request it took exactly once
 
 	skipped bool // applied before, or a duplicate in the batch (for Metrics)
+}
+
+// requests recycles batchRequests (and their answer channels): one per message otherwise.
+var requests = sync.Pool{New: func() any { return &batchRequest{res: make(chan error, 1)} }}
+
+func newBatchRequest(msg *message.Message, pos Position) *batchRequest {
+	r := requests.Get().(*batchRequest)
+	r.msg, r.pos = msg, pos
+	return r
+}
+
+// release returns r to the pool; only once its answer was received, and only when nothing else refers to it.
+func (r *batchRequest) release() {
+	r.msg, r.pos, r.skipped = nil, Position{}, false
+	r.state.Store(requestPending)
+	requests.Put(r)
 }
 
 // States of a batchRequest.
@@ -173,34 +190,54 @@ func newBatchHandler(store *Store, cfg BatchConfig, fn HandlerFunc, bulk BulkFun
 // Handle has the shape of message.NoPublishHandlerFunc: pass it to Router.AddConsumerHandler. It returns nil
 // once the message is applied and committed, or was applied before; an error otherwise. After Close it returns
 // ErrClosed.
+//
+// A message queued for a batch is applied (or fails) with its batch (each bounded by Timeout),
+// also when its context ends meanwhile or the handler closes (Close applies what is queued). A message still
+// waiting for an earlier message of its partition (through the Subscriber wrapper) stops waiting when its
+// context ends, or the handler or the wrapper closes, and blocks its partition as a failed message does.
 func (h *BatchHandler) Handle(msg *message.Message) error {
-	select {
-	case <-h.closing:
+	// The common path is kept short and its frame small: a router runs each message on a goroutine of its
+	// own, whose stack would otherwise have to grow (be copied) for every message.
+	if h.closed.Load() {
 		return ErrClosed
-	default:
 	}
 	t := ticketFrom(msg)
-	var pos Position
-	if t != nil {
-		pos = t.pos // extracted by the Subscriber wrapper with the same HandlerConfig
-	} else {
-		var err error
-		if pos, err = h.cfg.position(msg); err != nil {
-			return err
-		}
+	if t == nil {
+		return h.handleUnordered(msg)
 	}
-	r := &batchRequest{msg: msg, pos: pos, res: make(chan error, 1)}
-	l := h.lanes[h.laneOf(pos)]
-	var closed <-chan struct{}
-	if t != nil {
-		// The request joins its lane once every earlier message of the partition did (or was settled
-		// without reaching the handler): at once, or from the goroutine that completes the sequence.
-		t.handled.Store(true)
-		closed = t.closed
-		t.gate.submit(t.seq, func() { l.push(r) })
-	} else {
-		l.push(r)
+	// The position was extracted by the Subscriber wrapper with the same HandlerConfig. The request joins its
+	// lane once every earlier message of the partition did (or was settled without reaching the handler): at
+	// once, or from the goroutine that completes the sequence.
+	r := newBatchRequest(msg, t.pos)
+	l := h.lanes[h.laneOf(&r.pos)]
+	t.handled.Store(true)
+	queued, open := t.gate.submit(t.seq, l, r)
+	t.counted.Store(true)
+	if queued {
+		return h.answer(r, open)
 	}
+	return h.awaitGated(r, t.closed)
+}
+
+// handleUnordered handles a message that did not come through the Subscriber wrapper.
+//
+//go:noinline
+func (h *BatchHandler) handleUnordered(msg *message.Message) error {
+	pos, err := h.cfg.position(msg)
+	if err != nil {
+		return err
+	}
+	r := newBatchRequest(msg, pos)
+	return h.answer(r, h.lanes[h.laneOf(&pos)].push(r))
+}
+
+// awaitGated waits for the answer to r, which waits in its partition's gate for earlier messages of the
+// partition: it may wait for ever (an earlier message never comes back), so the wait ends also when the
+// handler or the wrapper closes (closed) or the message's context ends.
+//
+//go:noinline
+func (h *BatchHandler) awaitGated(r *batchRequest, closed <-chan struct{}) error {
+	msg, pos := r.msg, r.pos
 	var stop error
 	select {
 	case err := <-r.res:
@@ -222,17 +259,35 @@ func (h *BatchHandler) Handle(msg *message.Message) error {
 	return <-r.res
 }
 
+// answer waits for the answer to a request its lane queued (open) or refused because it closed (!open). A
+// queued request is always answered: the lane applies it in a batch, on close too (drain), within the batch's
+// Timeout, so the wait needs no other way out; this keeps the common path to one channel receive.
+func (h *BatchHandler) answer(r *batchRequest, open bool) error {
+	if !open {
+		h.blocks.failed(r.pos)
+		return ErrClosed
+	}
+	err := <-r.res
+	// The lane is done with r once it answered (it sends each answer last), and nothing else holds a
+	// request queued straight to its lane: it can serve another message.
+	r.release()
+	return err
+}
+
 // Close stops taking messages, applies the requests its lanes hold, answers every waiting Handle call, and
 // returns when the handler's goroutines have ended. Close the router (which waits for its handlers) before or
 // while closing the BatchHandler: later Handle calls return ErrClosed. It is idempotent.
 func (h *BatchHandler) Close() error {
-	h.closeOnce.Do(func() { close(h.closing) })
+	h.closeOnce.Do(func() {
+		h.closed.Store(true)
+		close(h.closing)
+	})
 	h.running.Wait()
 	return nil
 }
 
 // laneOf returns the lane of pos's partition: consecutive partitions of a stream go to consecutive lanes.
-func (h *BatchHandler) laneOf(pos Position) int {
+func (h *BatchHandler) laneOf(pos *Position) int {
 	if len(h.lanes) == 1 {
 		return 0
 	}
@@ -251,10 +306,16 @@ type lane struct {
 	queue   []*batchRequest
 	firstAt time.Time     // when the oldest request in queue arrived
 	wake    chan struct{} // capacity 1: the queue became non-empty, or full
+	closed  bool          // drained for the last time: push refuses
 }
 
-func (l *lane) push(r *batchRequest) {
+// push queues r, or returns false when the lane closed (drained for the last time): then nothing answers r.
+func (l *lane) push(r *batchRequest) bool {
 	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return false
+	}
 	if len(l.queue) == 0 {
 		l.firstAt = time.Now()
 	}
@@ -269,6 +330,19 @@ func (l *lane) push(r *batchRequest) {
 		default:
 		}
 	}
+	return true
+}
+
+// shut closes the lane when its queue is empty: later pushes are refused. It returns false when requests
+// are still queued (to be drained first).
+func (l *lane) shut() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.queue) > 0 {
+		return false
+	}
+	l.closed = true
+	return true
 }
 
 // take removes up to max requests from the front of the queue and returns those not abandoned, marked
@@ -339,7 +413,7 @@ func (h *BatchHandler) drain(l *lane) {
 		if len(batch) > 0 {
 			h.apply(batch)
 		}
-		if rest == 0 {
+		if rest == 0 && l.shut() {
 			return
 		}
 	}

@@ -103,9 +103,9 @@ func BenchmarkSLSToPostgres(b *testing.B) {
 			if v.big {
 				n = big
 			}
-			r := pipeRun(b, env, v.name, n)
+			r, batches := pipeRun(b, env, v.name, n)
 			rates[v.name] = max(rates[v.name], r)
-			b.Logf("%s: %d logs, %.0f logs/s", v.name, n, r)
+			b.Logf("%s: %d logs, %.0f logs/s%s", v.name, n, r, batches)
 		}
 	}
 	for v, r := range rates {
@@ -156,8 +156,10 @@ func pipePreload(b *testing.B, env *testutil.SLSEnv, n int) {
 
 // pipeRun consumes n logs with variant into a fresh database and returns
 // logs/s, timed from the start of the router until n handler calls
-// returned nil (for watermill-sql: until the sink holds n rows).
-func pipeRun(b *testing.B, env *testutil.SLSEnv, variant string, n int) float64 {
+// returned nil (for watermill-sql: until the sink holds n rows), and for a
+// group-commit mode its batches (", <n> transactions of <m> messages on
+// average"; else "").
+func pipeRun(b *testing.B, env *testutil.SLSEnv, variant string, n int) (float64, string) {
 	store, pool := newStore(b)
 	ctx := context.Background()
 	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: 10 * time.Second}, nil)
@@ -165,6 +167,7 @@ func pipeRun(b *testing.B, env *testutil.SLSEnv, variant string, n int) float64 
 		b.Fatal(err)
 	}
 	var handled, failures atomic.Int64
+	batches := &batchStats{}
 	counted := func(h message.NoPublishHandlerFunc) message.NoPublishHandlerFunc {
 		return func(msg *message.Message) error {
 			err := h(msg)
@@ -190,7 +193,7 @@ func pipeRun(b *testing.B, env *testutil.SLSEnv, variant string, n int) float64 
 		if err != nil {
 			b.Fatal(err)
 		}
-		hc := exactlyonce.HandlerConfig{Consumer: "bench", Position: exactlyonce.SLSPositionOf(pipeLogstore)}
+		hc := exactlyonce.HandlerConfig{Consumer: "bench", Position: exactlyonce.SLSPositionOf(pipeLogstore), Metrics: batches}
 		switch variant {
 		case "subscriber-only":
 			router.AddConsumerHandler("sink", pipeLogstore, sub, counted(func(*message.Message) error { return nil }))
@@ -221,6 +224,7 @@ func pipeRun(b *testing.B, env *testutil.SLSEnv, variant string, n int) float64 
 			}
 			for i := range lanes {
 				lanes[i] = newGroupCommit(pool, bulkBatch, time.Millisecond, copySink)
+				lanes[i].stats = batches
 				defer lanes[i].close()
 			}
 			router.AddConsumerHandler("sink", pipeLogstore, sub, counted(func(msg *message.Message) error {
@@ -245,6 +249,7 @@ func pipeRun(b *testing.B, env *testutil.SLSEnv, variant string, n int) float64 
 			router.AddConsumerHandler("sink", pipeLogstore, h.Subscriber(sub), counted(h.Handle))
 		case "at-least-once-batch":
 			g := newGroupCommit(pool, pipeBatch, time.Millisecond, insertEach)
+			g.stats = batches
 			defer g.close()
 			router.AddConsumerHandler("sink", pipeLogstore, sub, counted(g.handle))
 		default:
@@ -284,7 +289,10 @@ func pipeRun(b *testing.B, env *testutil.SLSEnv, variant string, n int) float64 
 			b.Fatalf("%s: %d handler calls succeeded but the sink holds %d rows", variant, n, rows)
 		}
 	}
-	return float64(n) / elapsed.Seconds()
+	if batches.txs.Load() == 0 {
+		return float64(n) / elapsed.Seconds(), ""
+	}
+	return float64(n) / elapsed.Seconds(), ", " + batches.String()
 }
 
 // copySink is a BulkFunc writing the payloads as sink rows with one COPY.
@@ -312,9 +320,26 @@ func insertEach(ctx context.Context, tx pgx.Tx, msgs []*message.Message) error {
 // max messages or wait after the first; each handler returns once its
 // transaction committed.
 type groupCommit struct {
-	pool *pgxpool.Pool
-	in   chan gcItem
-	wg   sync.WaitGroup
+	pool  *pgxpool.Pool
+	in    chan gcItem
+	wg    sync.WaitGroup
+	stats *batchStats // set before the first handle, or nil
+}
+
+// batchStats counts the transactions of a mode and the messages in them, to print the mean batch size; as
+// exactlyonce.Metrics for the exactly-once handlers.
+type batchStats struct{ txs, msgs atomic.Int64 }
+
+func (s *batchStats) Transaction(st exactlyonce.TransactionStats) { s.add(st.Messages) }
+
+func (s *batchStats) add(n int) {
+	s.txs.Add(1)
+	s.msgs.Add(int64(n))
+}
+
+func (s *batchStats) String() string {
+	n := s.txs.Load()
+	return fmt.Sprintf("%d transactions of %.0f messages on average", n, float64(s.msgs.Load())/float64(max(n, 1)))
 }
 
 type gcItem struct {
@@ -338,6 +363,9 @@ func newGroupCommit(pool *pgxpool.Pool, max int, wait time.Duration, write exact
 			err := pgx.BeginFunc(context.Background(), pool, func(tx pgx.Tx) error {
 				return write(context.Background(), tx, msgs)
 			})
+			if g.stats != nil {
+				g.stats.add(len(batch))
+			}
 			for _, it := range batch {
 				it.done <- err
 			}

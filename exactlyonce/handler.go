@@ -175,7 +175,10 @@ func (h *MessageHandler) Handle(msg *message.Message) error {
 		if err := t.gate.wait(ctx, t.closed, nil, t.seq); err != nil {
 			return err
 		}
-		defer t.gate.pass(t.seq)
+		defer func() {
+			t.gate.pass(t.seq)
+			t.counted.Store(true)
+		}()
 	}
 	if err := h.blocks.check(pos); err != nil {
 		return err

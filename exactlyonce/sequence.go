@@ -18,16 +18,30 @@ import (
 // after every earlier message of its partition went in (BatchHandler: was queued for a batch; MessageHandler:
 // was committed or rolled back) or was acked or nacked without reaching the handler.
 
-// ticket is a message's place in its partition's delivery order.
+// ticket is a message's place in its partition's delivery order. It is also the message's context: the
+// message's own context with the ticket as the value of ticketKey (one allocation per message instead of two).
 type ticket struct {
-	gate    *partitionGate
-	seq     uint64
-	pos     Position
-	closed  <-chan struct{} // closed when the wrapper closes: waiting ends with ErrClosed
-	handled atomic.Bool     // the handler took the message
+	context.Context // the message's context before the wrapper
+	gate            *partitionGate
+	seq             uint64
+	pos             Position
+	closed          <-chan struct{} // closed when the wrapper closes: waiting ends with ErrClosed
+	msg             *message.Message
+	handled         atomic.Bool // the handler took the message
+	// counted: the gate counted the message as passed on the handler's side (BatchHandler: queued it;
+	// MessageHandler: committed or rolled back), so the wrapper's watcher need not wait for its ack.
+	counted atomic.Bool
 }
 
 type ticketKey struct{}
+
+// Value returns t for ticketKey, and otherwise what the message's context holds.
+func (t *ticket) Value(key any) any {
+	if _, ok := key.(ticketKey); ok {
+		return t
+	}
+	return t.Context.Value(key)
+}
 
 func ticketFrom(msg *message.Message) *ticket {
 	t, _ := msg.Context().Value(ticketKey{}).(*ticket)
@@ -47,10 +61,12 @@ type partitionGate struct {
 	waiters map[uint64]chan struct{} // closed when every message below the key passed
 }
 
-// gateSlot is a message that went through ahead of its turn: passed (enqueue nil) or submitted.
+// gateSlot is a message that went through ahead of its turn: passed (req nil) or submitted (to be pushed to
+// lane when its turn comes).
 type gateSlot struct {
-	done    bool
-	enqueue func()
+	done bool
+	lane *lane
+	req  *batchRequest
 }
 
 func newPartitionGate() *partitionGate {
@@ -96,16 +112,38 @@ func (g *partitionGate) pass(seq uint64) {
 	g.advance()
 }
 
-// submit runs enqueue once every message before seq passed, under the gate's lock (so that the queue sees
-// the partition's messages in order), and then counts seq as passed.
-func (g *partitionGate) submit(seq uint64, enqueue func()) {
+// submit pushes r to l once every message before seq passed, under the gate's lock (so that the queue sees
+// the partition's messages in order), and then counts seq as passed. In the common case (seq is next) it
+// pushes at once, on the caller's goroutine.
+//
+// queued reports that r was handed to l before submit returned, and open whether l took it (false: l had
+// closed). When queued is false r waits in the gate, or was dropped because seq had passed already.
+func (g *partitionGate) submit(seq uint64, l *lane, r *batchRequest) (queued, open bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if seq < g.passed {
-		return
+		return false, false
 	}
-	*g.slot(seq) = gateSlot{done: true, enqueue: enqueue}
+	if seq == g.passed {
+		// Its turn: push it here, then let through what waited for it.
+		open = l.push(r)
+		if len(g.ahead) == 0 {
+			g.passed++
+			if len(g.waiters) > 0 {
+				if ch, ok := g.waiters[g.passed]; ok {
+					close(ch)
+					delete(g.waiters, g.passed)
+				}
+			}
+			return true, open
+		}
+		g.ahead[0] = gateSlot{done: true}
+		g.advance()
+		return true, open
+	}
+	*g.slot(seq) = gateSlot{done: true, lane: l, req: r}
 	g.advance()
+	return false, false
 }
 
 // slot returns the slot of seq (at or above passed), growing ahead to hold it.
@@ -121,8 +159,8 @@ func (g *partitionGate) slot(seq uint64) *gateSlot {
 func (g *partitionGate) advance() {
 	n := 0
 	for n < len(g.ahead) && g.ahead[n].done {
-		if f := g.ahead[n].enqueue; f != nil {
-			f()
+		if sl := &g.ahead[n]; sl.req != nil {
+			sl.lane.push(sl.req)
 		}
 		n++
 		g.passed++
@@ -175,21 +213,36 @@ func (s *sequencedSubscriber) Subscribe(ctx context.Context, topic string) (<-ch
 func (s *sequencedSubscriber) forward(ctx context.Context, topic string, in <-chan *message.Message, out chan<- *message.Message) {
 	defer s.wg.Done()
 	defer close(out)
-	gates := map[partitionKey]*partitionGate{}
+	type partition struct {
+		gate    *partitionGate
+		watcher *watcher
+	}
+	parts := map[partitionKey]partition{}
+	defer func() {
+		for _, p := range parts {
+			p.watcher.end()
+		}
+	}()
 	for msg := range in {
 		// A message without a position goes on unnumbered; the handler fails it with the same error. The
 		// router gives SLSPosition and KafkaPosition the subscribed topic only later: fall back to it here.
 		if pos, err := s.cfg.positionOr(msg, topic); err == nil {
-			g := gates[pos.key()]
-			if g == nil {
-				g = newPartitionGate()
-				gates[pos.key()] = g
+			p, ok := parts[pos.key()]
+			if !ok {
+				p = partition{gate: newPartitionGate(), watcher: &watcher{wake: make(chan struct{}, 1)}}
+				parts[pos.key()] = p
+				s.wg.Add(1)
+				go s.watch(p.watcher)
 			}
-			t := &ticket{gate: g, seq: g.next, pos: pos, closed: s.closing}
-			g.next++
-			msg.SetContext(context.WithValue(msg.Context(), ticketKey{}, t))
-			s.wg.Add(1)
-			go s.watch(msg, t)
+			t := &ticket{Context: msg.Context(), gate: p.gate, seq: p.gate.next, pos: pos, closed: s.closing, msg: msg}
+			p.gate.next++
+			msg.SetContext(t)
+			p.watcher.add(t)
+		}
+		select {
+		case out <- msg: // the router is usually waiting: no need to watch ctx and closing
+			continue
+		default:
 		}
 		select {
 		case out <- msg:
@@ -203,20 +256,83 @@ func (s *sequencedSubscriber) forward(ctx context.Context, topic string, in <-ch
 	}
 }
 
-// watch lets the partition go on when msg is acked or nacked without reaching the handler (a middleware
-// dropped or failed it). A nacked message not applied blocks its partition like a handler failure.
-func (s *sequencedSubscriber) watch(msg *message.Message, t *ticket) {
-	defer s.wg.Done()
-	select {
-	case <-msg.Acked():
-	case <-msg.Nacked():
-		if !t.handled.Load() {
-			s.blocks.failed(t.pos)
+// watcher holds a partition's tickets, in delivery order, for the goroutine that lets the partition go on
+// when a message is acked or nacked without reaching the handler (watch): one goroutine per partition, not
+// per message.
+type watcher struct {
+	mu    sync.Mutex
+	queue []*ticket
+	ended bool          // no more tickets: the wrapped subscriber's channel closed
+	wake  chan struct{} // capacity 1: queue became non-empty, or ended
+}
+
+func (w *watcher) add(t *ticket) {
+	w.mu.Lock()
+	w.queue = append(w.queue, t)
+	signal := len(w.queue) == 1
+	w.mu.Unlock()
+	if signal {
+		select {
+		case w.wake <- struct{}{}:
+		default:
 		}
-	case <-s.closing:
-		return
 	}
-	t.gate.pass(t.seq)
+}
+
+func (w *watcher) end() {
+	w.mu.Lock()
+	w.ended = true
+	w.mu.Unlock()
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+// watch goes through the partition's messages in delivery order. A message the handler counted through the
+// gate needs nothing; any other one passes the gate once it is acked or nacked (a middleware dropped or failed
+// it, or the handler gave up on it). A nacked message not applied blocks its partition like a handler failure.
+// Waiting for one message's ack before looking at the next delays only messages that never reach the
+// handler, by at most the time until the earlier ones are acked: the handler's own messages pass the gate
+// without the watcher.
+func (s *sequencedSubscriber) watch(w *watcher) {
+	defer s.wg.Done()
+	var spare []*ticket
+	for {
+		w.mu.Lock()
+		batch, ended := w.queue, w.ended
+		if len(batch) > 0 {
+			w.queue, spare = spare, nil
+		}
+		w.mu.Unlock()
+		if len(batch) == 0 {
+			if ended {
+				return
+			}
+			select {
+			case <-w.wake:
+			case <-s.closing:
+				return
+			}
+			continue
+		}
+		for i, t := range batch {
+			if !t.counted.Load() {
+				select {
+				case <-t.msg.Acked():
+				case <-t.msg.Nacked():
+					if !t.handled.Load() {
+						s.blocks.failed(t.pos)
+					}
+				case <-s.closing:
+					return
+				}
+				t.gate.pass(t.seq)
+			}
+			batch[i] = nil
+		}
+		spare = batch[:0]
+	}
 }
 
 // Close closes the wrapped subscriber and waits for the wrapper's goroutines.

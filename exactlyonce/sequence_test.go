@@ -76,6 +76,13 @@ func insertLogID(ctx context.Context, tx pgx.Tx, msg *message.Message) error {
 // sink, then checks that each is there once and that the stored positions are the last logs.
 func runOrdered(t *testing.T, store *exactlyonce.Store, sub message.Subscriber, mw message.HandlerMiddleware, handle message.NoPublishHandlerFunc) {
 	t.Helper()
+	runOrderedDropping(t, store, sub, mw, handle, "")
+}
+
+// runOrderedDropping is runOrdered for a middleware that acks log dropped of each shard without the handler:
+// that log must not be in the sink, every other log once.
+func runOrderedDropping(t *testing.T, store *exactlyonce.Store, sub message.Subscriber, mw message.HandlerMiddleware, handle message.NoPublishHandlerFunc, dropped string) {
+	t.Helper()
 	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: 10 * time.Second}, watermill.NopLogger{})
 	if err != nil {
 		t.Fatal(err)
@@ -104,8 +111,12 @@ func runOrdered(t *testing.T, store *exactlyonce.Store, sub message.Subscriber, 
 	rows := sinkCounts(t, pool)
 	for shard := range seqShards {
 		for i := range seqLogs {
-			if id := fmt.Sprintf("%d-%d", shard, i); rows[id] != 1 {
-				t.Errorf("log %s is in the sink %d times", id, rows[id])
+			id, want := fmt.Sprintf("%d-%d", shard, i), 1
+			if fmt.Sprint(i) == dropped {
+				want = 0
+			}
+			if rows[id] != want {
+				t.Errorf("log %s is in the sink %d times, want %d", id, rows[id], want)
 			}
 		}
 	}
@@ -190,6 +201,41 @@ func TestSubscriberWrapperBlocksBehindMiddlewareNack(t *testing.T) {
 		}
 	}
 	runOrdered(t, store, h.Subscriber(orderingSetup(t, store)), refuseOnce, h.Handle)
+}
+
+// A message that a middleware acks without calling the handler lets its partition go on: the later messages,
+// which reached the handler before it and wait for it, are applied once it is acked, with both handlers.
+func TestSubscriberWrapperPassesMiddlewareAck(t *testing.T) {
+	dropLater := func(next message.HandlerFunc) message.HandlerFunc {
+		return func(msg *message.Message) ([]*message.Message, error) {
+			if msg.Metadata.Get(slspubsub.MetadataIndex) != "1" {
+				return next(msg)
+			}
+			select {
+			case <-time.After(300 * time.Millisecond): // let logs 2, 3, ... reach the handler first
+			case <-msg.Context().Done():
+			}
+			return nil, nil
+		}
+	}
+	hc := exactlyonce.HandlerConfig{Consumer: "c", Position: exactlyonce.SLSPosition}
+	t.Run("batch", func(t *testing.T) {
+		store, _ := newStore(t)
+		h, err := exactlyonce.NewBatchHandler(store, exactlyonce.BatchConfig{HandlerConfig: hc, MaxWait: time.Millisecond}, insertLogID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = h.Close() })
+		runOrderedDropping(t, store, h.Subscriber(orderingSetup(t, store)), dropLater, h.Handle, "1")
+	})
+	t.Run("message", func(t *testing.T) {
+		store, _ := newStore(t)
+		h, err := exactlyonce.NewMessageHandler(store, hc, insertLogID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		runOrderedDropping(t, store, h.Subscriber(orderingSetup(t, store)), dropLater, h.Handle, "1")
+	})
 }
 
 // A message waiting behind an earlier one of its partition is released with ErrClosed when the wrapper
