@@ -151,6 +151,7 @@ type Aligner struct {
 	// Written under wakeMu; broadcast resets it.
 	need     atomic.Int64
 	wakes    atomic.Int64 // broadcasts made (tests)
+	loops    atomic.Int64 // iterations of run's loop (tests)
 	errMu    sync.Mutex
 	err      error
 	closing  chan struct{}
@@ -536,6 +537,7 @@ func (a *Aligner) run() {
 			}
 		}
 		timer.Reset(time.Duration(max(wait, int64(time.Millisecond))))
+		a.loops.Add(1)
 		select {
 		case <-a.closing:
 			return
