@@ -151,6 +151,7 @@ type Aligner struct {
 	// Written under wakeMu; broadcast resets it.
 	need     atomic.Int64
 	wakes    atomic.Int64 // broadcasts made (tests)
+	loops    atomic.Int64 // iterations of run's loop (tests)
 	errMu    sync.Mutex
 	err      error
 	closing  chan struct{}
@@ -279,8 +280,40 @@ func (a *Aligner) register(s *Shard, margin int64) <-chan struct{} {
 	defer a.wakeMu.Unlock()
 	if need < a.need.Load() {
 		a.need.Store(need)
+		if f := a.floorFor(need); f < a.t.signalFloor.Load() {
+			a.t.signalFloor.Store(f)
+		}
 	}
 	return a.wake
+}
+
+// floorFor is the lowest tracker minimum at which a waiter that needs the
+// limit need could resume (need minus MaxDrift, saturated).
+func (a *Aligner) floorFor(need int64) int64 {
+	switch {
+	case need == none:
+		return none
+	case need == unconstrained:
+		return unconstrained
+	case need < none+a.drift:
+		return none
+	}
+	return need - a.drift
+}
+
+// quiet sets the tracker's signalFloor: with everyChange, every change of
+// the tracker's minimum wakes the run loop; otherwise only a rise that
+// may let a blocked shard resume does (falls and changes of the set of
+// shards always do). Under wakeMu, so that a waiter registering at the
+// same time cannot be missed (register lowers the floor).
+func (a *Aligner) quiet(everyChange bool) {
+	a.wakeMu.Lock()
+	defer a.wakeMu.Unlock()
+	f := int64(none)
+	if !everyChange {
+		f = a.floorFor(a.need.Load())
+	}
+	a.t.signalFloor.Store(f)
 }
 
 // resumable reports whether a blocked shard may go on: allowed, with the
@@ -455,6 +488,7 @@ func (a *Aligner) run() {
 	lastGen := a.t.gen.Load()
 	lastUnanchored := false
 	first := true
+	reported := int64(none) // the tracker's minimum as of the last report
 	for {
 		if report {
 			if a.notifier != nil && !a.watchesOwn {
@@ -468,6 +502,7 @@ func (a *Aligner) run() {
 				}
 				notify = ch // the group's channel after this report's own change
 			}
+			reported = a.t.alignMin.Load()
 			lastReport = a.t.now()
 			nextReport = lastReport + int64(interval)
 			report = false
@@ -480,6 +515,17 @@ func (a *Aligner) run() {
 			a.broadcast()
 		}
 		first, lastGen, lastUnanchored = false, gen, unanchored
+		// A coordinator that notifies gets the member's changes at most
+		// every minReportGap: once the minimum moved since the last
+		// report, the next one is due then, and until it is made the
+		// tracker wakes this loop only for what blocked shards need. Each
+		// message of the shard at the minimum moves it: waking on each
+		// cost a goroutine wake-up per message.
+		changedSince := a.notifier != nil && a.t.alignMin.Load() != reported
+		if changedSince {
+			nextReport = min(nextReport, lastReport+int64(minReportGap))
+		}
+		a.quiet(a.notifier != nil && !changedSince)
 		wait := nextReport - a.t.now()
 		if d := a.t.nextDeadline.Load() - a.t.now(); d < wait {
 			wait = d // an idleness transition is due: re-evaluate then
@@ -491,6 +537,7 @@ func (a *Aligner) run() {
 			}
 		}
 		timer.Reset(time.Duration(max(wait, int64(time.Millisecond))))
+		a.loops.Add(1)
 		select {
 		case <-a.closing:
 			return

@@ -549,3 +549,47 @@ func TestInProcessCoordinatorReportWatchSkipsOwnChange(t *testing.T) {
 		t.Fatal("another member's change did not close the channel")
 	}
 }
+
+// Every event of the shard at the minimum moves the tracker's minimum. With
+// a coordinator that notifies, the Aligner reports at most every
+// minReportGap, so between two reports a rise must not wake its goroutine
+// (one wake-up per message before); the last value is still reported, and
+// a blocked shard is still woken as soon as the minimum reaches its need.
+func TestAlignerRisesBetweenReportsDoNotWakeTheLoop(t *testing.T) {
+	tr := newTracker(t, time.Minute, 0, 1)
+	coord := NewInProcessCoordinator()
+	a := newAligner(t, tr, coord, "m", noTick)
+	slow, fast := tr.Shard(0), tr.Shard(1)
+	slow.Observe(at(0))
+	fast.Observe(at(drift + time.Hour)) // far past the limit
+	done := make(chan error, 1)
+	go func() { done <- a.WaitShard(context.Background(), fast) }()
+	expectBlocked(t, a, 1)
+	loops := a.loops.Load()
+	// Rises 50 µs apart: each would find the loop idle.
+	const steps = 2000
+	for i := 1; i <= steps; i++ {
+		slow.Observe(at(time.Duration(i) * time.Millisecond))
+		for start := time.Now(); time.Since(start) < 50*time.Microsecond; {
+		}
+	}
+	last := at(steps * time.Millisecond)
+	testutil.Poll(t, waitLong, "the last step reported", func() (bool, string) {
+		coord.mu.Lock()
+		defer coord.mu.Unlock()
+		m := coord.groups["g"].members["m"]
+		return m.wm == last.UnixNano(), fmt.Sprintf("reported %v", time.Duration(m.wm-base.UnixNano()))
+	})
+	n := a.loops.Load() - loops
+	t.Logf("%d rises of the minimum woke the Aligner's loop %d times", steps, n)
+	if n > steps/2 {
+		t.Fatalf("%d rises of the minimum woke the Aligner's loop %d times; want at most %d", steps, n, steps/2)
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("the blocked shard returned (%v) before the minimum reached its need", err)
+	default:
+	}
+	slow.Observe(at(time.Hour)) // the limit reaches the fast shard
+	expectReturn(t, done, nil)
+}

@@ -122,6 +122,12 @@ type Tracker struct {
 	// changed receives a value (non-blocking) whenever alignMin changed; the
 	// Aligner bound to the tracker listens on it.
 	changed chan struct{}
+	// signalFloor quiets changed: a rise of alignMin to a value below it
+	// is not signalled (falls, pending changes and changes of the set of
+	// shards always are). The bound Aligner raises it to what its blocked
+	// shards need while it has nothing else to do with a rise; none (the
+	// default) signals every change.
+	signalFloor atomic.Int64
 	// gen counts changes of the set of shards (added, finished, removed):
 	// the Aligner wakes its blocked shards when it moves.
 	gen    atomic.Int64
@@ -154,6 +160,7 @@ func NewTracker(strategy Strategy) (*Tracker, error) {
 	t.shards.Store(&l)
 	t.partial.Store(unconstrained)
 	t.alignMin.Store(unconstrained)
+	t.signalFloor.Store(none)
 	t.emitted.Store(none)
 	t.nextDeadline.Store(unconstrained)
 	return t, nil
@@ -582,7 +589,7 @@ func (t *Tracker) recomputeLocked() {
 			t.emitted.Store(partial) // writes of emitted happen under t.mu
 		}
 	}
-	if t.alignMin.Swap(align) != align || pendingChanged {
+	if old := t.alignMin.Swap(align); pendingChanged || (old != align && (align < old || align >= t.signalFloor.Load())) {
 		t.signal()
 	}
 	t.seq.Add(1)
