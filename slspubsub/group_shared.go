@@ -29,18 +29,7 @@ func newGroupShared(g *LogGroup, shard, cursor string, a *arena) *groupShared {
 	// Room for the time and index too, so that a clone takes them without
 	// growing.
 	base := make(message.Metadata, slsFieldCount(g))
-	if g.Topic != "" {
-		base[MetadataTopic] = g.Topic
-	}
-	if g.Source != "" {
-		base[MetadataSource] = g.Source
-	}
-	if g.MachineUUID != "" {
-		base[MetadataMachineUUID] = g.MachineUUID
-	}
-	for _, t := range g.Tags {
-		base[tagMetadataKey(t.Key)] = t.Value
-	}
+	setGroupFields(base, g)
 	base[MetadataShard] = shard
 	base[MetadataCursor] = cursor
 	return &groupShared{base: base, arena: a}

@@ -158,9 +158,16 @@ func tagMetadataKey(tag string) string {
 	return MetadataTagPrefix + tag
 }
 
-// setLogFields writes the SLS fields of l and its group g into md: topic,
-// source and machine UUID when not empty, the time always, one key per tag.
+// setLogFields writes the SLS fields of l and its group g into md: the
+// group's (setGroupFields) and the time.
 func setLogFields(md message.Metadata, g *LogGroup, l *Log) {
+	setGroupFields(md, g)
+	md[MetadataTime] = formatMetadataTime(l.Time)
+}
+
+// setGroupFields writes the SLS fields every log of g shares into md: topic,
+// source and machine UUID when not empty, one key per tag.
+func setGroupFields(md message.Metadata, g *LogGroup) {
 	if g.Topic != "" {
 		md[MetadataTopic] = g.Topic
 	}
@@ -170,7 +177,6 @@ func setLogFields(md message.Metadata, g *LogGroup, l *Log) {
 	if g.MachineUUID != "" {
 		md[MetadataMachineUUID] = g.MachineUUID
 	}
-	md[MetadataTime] = formatMetadataTime(l.Time)
 	for _, t := range g.Tags {
 		md[tagMetadataKey(t.Key)] = t.Value
 	}
