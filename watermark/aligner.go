@@ -199,6 +199,19 @@ func NewAligner(tracker *Tracker, config AlignerConfig, logger watermill.LoggerA
 	a.watchesOwn = ow && a.notifier != nil
 	a.others.Store(unconstrained)
 	a.need.Store(unconstrained)
+	// A rise of the tracker's minimum that lets a blocked shard resume wakes
+	// it on the goroutine that raised the minimum, not one hop later from
+	// run: run would be readied, scheduled, and only then ready the waiter.
+	rose := func(own int64) {
+		need := a.need.Load()
+		if need == unconstrained {
+			return // nothing blocked
+		}
+		if m := min(own, a.othersMin()); m == unconstrained || m > unconstrained-a.drift || m+a.drift >= need {
+			a.broadcast()
+		}
+	}
+	tracker.rose.Store(&rose)
 	go a.run()
 	return a, nil
 }
@@ -618,6 +631,7 @@ func (a *Aligner) Close() error {
 		return a.closeErr
 	}
 	a.closed = true
+	a.t.rose.Store(nil)
 	close(a.closing)
 	a.cancel()
 	<-a.done

@@ -593,3 +593,35 @@ func TestAlignerRisesBetweenReportsDoNotWakeTheLoop(t *testing.T) {
 	slow.Observe(at(time.Hour)) // the limit reaches the fast shard
 	expectReturn(t, done, nil)
 }
+
+// A rise of the tracker's minimum that reaches a blocked shard's need wakes
+// it within the Observe call that made it, on the observing goroutine: the
+// resume does not wait for the Aligner's goroutine to be scheduled first.
+func TestAlignerRiseWakesBlockedShardInObserve(t *testing.T) {
+	tr := newTracker(t, time.Minute, 0, 1)
+	coord := NewInProcessCoordinator()
+	a := newAligner(t, tr, coord, "m", noTick)
+	slow, fast := tr.Shard(0), tr.Shard(1)
+	slow.Observe(at(0))
+	fast.Observe(at(drift + time.Minute)) // a minute past the limit
+	done := make(chan error, 1)
+	go func() { done <- a.WaitShard(context.Background(), fast) }()
+	expectBlocked(t, a, 1)
+	testutil.Poll(t, waitLong, "the blocked shard's need registered", func() (bool, string) {
+		return a.need.Load() != unconstrained, "no need registered"
+	})
+	ch := a.wakeChan()
+	slow.Observe(at(30 * time.Second)) // below the need: no wake-up
+	select {
+	case <-ch:
+		t.Fatal("a rise below the blocked shard's need woke it")
+	default:
+	}
+	slow.Observe(at(time.Minute)) // the limit reaches the fast shard
+	select {
+	case <-ch:
+	default:
+		t.Fatal("the rise that reached the blocked shard's need did not wake it before Observe returned")
+	}
+	expectReturn(t, done, nil)
+}

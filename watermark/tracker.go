@@ -132,6 +132,9 @@ type Tracker struct {
 	// the Aligner wakes its blocked shards when it moves.
 	gen    atomic.Int64
 	bound1 atomic.Bool // an Aligner is bound
+	// rose, when set (by the bound Aligner), is called under mu with the
+	// new alignMin when a rise reached signalFloor, before the signal.
+	rose atomic.Pointer[func(int64)]
 }
 
 type stampCache struct {
@@ -590,6 +593,9 @@ func (t *Tracker) recomputeLocked() {
 		}
 	}
 	if old := t.alignMin.Swap(align); pendingChanged || (old != align && (align < old || align >= t.signalFloor.Load())) {
+		if f := t.rose.Load(); f != nil && align > old && !pendingChanged {
+			(*f)(align)
+		}
 		t.signal()
 	}
 	t.seq.Add(1)
