@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/watermill-sls/watermill-sls/slspubsub"
 )
 
 // A router runs each message in a goroutine of its own, so two messages of a partition that the subscriber
@@ -193,12 +195,19 @@ func newSequencedSubscriber(sub message.Subscriber, cfg HandlerConfig, b *blocks
 	return &sequencedSubscriber{sub: sub, cfg: cfg, blocks: b, closing: make(chan struct{})}
 }
 
-// Subscribe implements message.Subscriber.
+// Subscribe implements message.Subscriber. A *slspubsub.Subscriber numbers
+// its messages as it delivers them (SubscribeObserved), so its channel goes
+// to the router as it is; any other subscriber's messages are numbered by a
+// goroutine between its channel and the router's.
 func (s *sequencedSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
 	select {
 	case <-s.closing:
 		return nil, ErrClosed
 	default:
+	}
+	n := &numbering{s: s, topic: topic, parts: map[partitionKey]partition{}}
+	if sls, ok := s.sub.(*slspubsub.Subscriber); ok {
+		return sls.SubscribeObserved(ctx, topic, n)
 	}
 	in, err := s.sub.Subscribe(ctx, topic)
 	if err != nil {
@@ -206,39 +215,65 @@ func (s *sequencedSubscriber) Subscribe(ctx context.Context, topic string) (<-ch
 	}
 	out := make(chan *message.Message)
 	s.wg.Add(1)
-	go s.forward(ctx, topic, in, out)
+	go s.forward(ctx, n, in, out)
 	return out, nil
 }
 
-func (s *sequencedSubscriber) forward(ctx context.Context, topic string, in <-chan *message.Message, out chan<- *message.Message) {
+// numbering numbers the messages of one subscription, per partition, in the
+// order they are delivered; it implements slspubsub.DeliveryObserver.
+// Observe calls for different partitions may run concurrently.
+type numbering struct {
+	s     *sequencedSubscriber
+	topic string
+	mu    sync.Mutex
+	parts map[partitionKey]partition
+}
+
+type partition struct {
+	gate    *partitionGate
+	watcher *watcher
+}
+
+// Observe gives msg the next ticket of its partition. A message without a
+// position goes on unnumbered; the handler fails it with the same error. The
+// router gives SLSPosition and KafkaPosition the subscribed topic only later:
+// fall back to it here.
+func (n *numbering) Observe(msg *message.Message) {
+	pos, err := n.s.cfg.positionOr(msg, n.topic)
+	if err != nil {
+		return
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	p, ok := n.parts[pos.key()]
+	if !ok {
+		p = partition{gate: newPartitionGate(), watcher: &watcher{wake: make(chan struct{}, 1)}}
+		n.parts[pos.key()] = p
+		n.s.wg.Add(1)
+		go n.s.watch(p.watcher)
+	}
+	t := &ticket{Context: msg.Context(), gate: p.gate, seq: p.gate.next, pos: pos, closed: n.s.closing, msg: msg}
+	p.gate.next++
+	msg.SetContext(t)
+	p.watcher.add(t)
+}
+
+// Ended lets the partitions' watchers end once they went through the tickets
+// they hold: no message comes after.
+func (n *numbering) Ended() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, p := range n.parts {
+		p.watcher.end()
+	}
+}
+
+func (s *sequencedSubscriber) forward(ctx context.Context, n *numbering, in <-chan *message.Message, out chan<- *message.Message) {
 	defer s.wg.Done()
 	defer close(out)
-	type partition struct {
-		gate    *partitionGate
-		watcher *watcher
-	}
-	parts := map[partitionKey]partition{}
-	defer func() {
-		for _, p := range parts {
-			p.watcher.end()
-		}
-	}()
+	defer n.Ended()
 	for msg := range in {
-		// A message without a position goes on unnumbered; the handler fails it with the same error. The
-		// router gives SLSPosition and KafkaPosition the subscribed topic only later: fall back to it here.
-		if pos, err := s.cfg.positionOr(msg, topic); err == nil {
-			p, ok := parts[pos.key()]
-			if !ok {
-				p = partition{gate: newPartitionGate(), watcher: &watcher{wake: make(chan struct{}, 1)}}
-				parts[pos.key()] = p
-				s.wg.Add(1)
-				go s.watch(p.watcher)
-			}
-			t := &ticket{Context: msg.Context(), gate: p.gate, seq: p.gate.next, pos: pos, closed: s.closing, msg: msg}
-			p.gate.next++
-			msg.SetContext(t)
-			p.watcher.add(t)
-		}
+		n.Observe(msg)
 		select {
 		case out <- msg: // the router is usually waiting: no need to watch ctx and closing
 			continue

@@ -183,6 +183,9 @@ func (d *delivery) send(ctx context.Context, msg *message.Message, pos Position,
 		if d.wm != nil {
 			d.wm.stamp(msg)
 		}
+		if o := d.sub.observer; o != nil {
+			o.Observe(msg)
+		}
 		if !d.handOver(ctx, msg) {
 			msgCtx.end()
 			return false

@@ -113,6 +113,32 @@ var errSubscriberClosed = errors.New("slspubsub: subscriber closed")
 // acked. Subscribe fails when the shards or their start positions cannot be
 // read.
 func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
+	return s.SubscribeObserved(ctx, topic, nil)
+}
+
+// DeliveryObserver sees the messages of a subscription as the Subscriber
+// delivers them (SubscribeObserved).
+type DeliveryObserver interface {
+	// Observe is called for each message just before it goes to the
+	// subscription's channel, on the goroutine that delivers its shard: the
+	// calls for one shard's messages come one after another in the order the
+	// shard delivers them (a message sent again after a nack is a new
+	// message, observed again); calls for different shards run concurrently.
+	// The message's context and metadata are complete (position,
+	// watermark). Observe may replace the context with one derived from it
+	// (msg.SetContext); it must not block: the shard's delivery waits for it.
+	Observe(msg *message.Message)
+	// Ended is called once, after the last Observe call, when the
+	// subscription stopped delivering, just before its channel is closed.
+	Ended()
+}
+
+// SubscribeObserved is Subscribe with o seeing each message as it is
+// delivered (see DeliveryObserver). It lets a wrapper see every delivered
+// message in order without a goroutine of its own between the Subscriber and
+// its consumer; the exactlyonce handlers' ordering wrapper uses it. When it
+// returns an error, o is not called at all. A nil o is Subscribe.
+func (s *Subscriber) SubscribeObserved(ctx context.Context, topic string, o DeliveryObserver) (<-chan *message.Message, error) {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -130,6 +156,7 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 		s.wg.Done()
 		return nil, err
 	}
+	sub.observer = o
 	s.register(sub)
 	go func() {
 		defer s.wg.Done()

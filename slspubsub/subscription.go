@@ -30,6 +30,9 @@ type subscription struct {
 	bounded bool // a StopPosition: the shard set is fixed at Subscribe
 	out     chan *message.Message
 	events  chan struct{} // capacity 1: a worker ended, or rediscover now
+	// observer, when set, sees each message before it goes to out
+	// (SubscribeObserved); set before the workers start.
+	observer DeliveryObserver
 
 	mu      sync.Mutex // guards layout and workers (read by workers and the commit loop)
 	layout  []ShardInfo
@@ -356,6 +359,9 @@ func (sub *subscription) run(ctx context.Context) {
 	<-commitDone
 	if sub.mode == AssignConsumerGroup {
 		sub.leave()
+	}
+	if sub.observer != nil {
+		sub.observer.Ended()
 	}
 	close(sub.out)
 }
