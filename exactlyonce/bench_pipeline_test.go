@@ -124,7 +124,7 @@ func BenchmarkSLSToPostgres(b *testing.B) {
 			r, batches := pipeRun(b, env, v.name, n)
 			run[v.name] = r
 			rates[v.name] = append(rates[v.name], r)
-			b.Logf("iteration %d: %s: %d logs, %.0f logs/s%s", i+1, v.name, n, r, batches)
+			fmt.Printf("SLSToPostgres iteration %d: %s: %d logs, %.0f logs/s%s\n", i+1, v.name, n, r, batches)
 		}
 		for _, m := range []string{"bulk", "bulk-serial", "batch"} {
 			if eo, alo := run["exactly-once-"+m], run["at-least-once-"+m]; eo > 0 && alo > 0 {

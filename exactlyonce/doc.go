@@ -52,7 +52,10 @@
 // slspubsub's MaxInFlight above 1 the router runs several messages of a shard in parallel goroutines and a
 // later one could commit first; wrap the subscriber with the handler's Subscriber method (for example
 // batch.Subscriber(sub)) and pass the wrapper to the router: it numbers each partition's messages in delivery
-// order and the handler admits them in that order. A message that a middleware acks without calling the
+// order and the handler admits them in that order. A *slspubsub.Subscriber is numbered as it delivers
+// (slspubsub's SubscribeObserved), so the wrapper adds no goroutine between it and the router; any other
+// subscriber (or one decorated by another type) is numbered by a goroutine that forwards its channel, one more
+// hand-off per message. A message that a middleware acks without calling the
 // handler counts as dropped on purpose (the partition goes on); one a middleware nacks blocks its partition
 // like a failure until it is redelivered and applied. Keep middleware that acks failed messages (such as a
 // poison queue) outside these handlers only if skipping those messages for good is what you want.
