@@ -8,8 +8,11 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/watermill-sls/watermill-sls/internal/testutil"
 	"github.com/watermill-sls/watermill-sls/watermark"
@@ -32,8 +35,16 @@ const backfillPairs = 12
 //
 // Both sides do the same work: a fresh Subscriber with the same config
 // (default FetchCount and PrefetchBytes) but for Alignment reads the same
-// logs, and the same consumer acks each message as it comes. A run is timed
-// from Subscribe to the last log acked: the total time of the backfill.
+// logs, and the same consumer acks each message. A run is timed from
+// Subscribe to the last log acked: the total time of the backfill. Two
+// consumers, as sub-benchmarks:
+//   - router: a Watermill router with a handler that only counts (how the
+//     library is used; the router runs each message in a goroutine);
+//   - channel: one goroutine that takes each message from the channel and
+//     acks it at once. Nothing else runs, so event time flies (MaxDrift,
+//     30 s, is about 300 logs of a dense shard, under a millisecond), and a
+//     shard whose goroutine waits a moment to be scheduled holds the
+//     others back: the worst case for alignment.
 //
 // The machine is shared and noisy, so the two sides are interleaved (A B,
 // B A, A B, ...: each pair shares the machine's conditions, and neither side
@@ -47,6 +58,26 @@ const backfillPairs = 12
 // CPU a run takes does not grow when other processes take the cores, its
 // wall time does.
 func BenchmarkWatermarkSkewedBackfill(b *testing.B) {
+	env := testutil.SLS(b)
+	env.LogStore(b, testProject, testLogstore, skewShards)
+	span := testutil.SoakOr(3000*time.Second, 30000*time.Second)
+	total := writeSkewed(b, env, testLogstore, span, nil)
+	for _, router := range []bool{true, false} {
+		name := "channel"
+		if router {
+			name = "router"
+		}
+		b.Run(name, func(b *testing.B) { backfillPairsBench(b, env, span, total, router) })
+	}
+	// What the aligned side buys: one more run of each, untimed, with the
+	// spread of the shards' watermarks sampled as in the skew test.
+	al, un := wmBackfillSpread(b, env, true, total), wmBackfillSpread(b, env, false, total)
+	fmt.Printf("  max watermark spread (untimed runs, sampled every 200 µs): aligned %v (MaxDrift %v), unaligned %v\n", al, skewMaxDrift, un)
+}
+
+// backfillPairsBench runs BenchmarkWatermarkSkewedBackfill's interleaved
+// pairs with one consumer (router or channel) and reports them.
+func backfillPairsBench(b *testing.B, env *testutil.SLSEnv, span time.Duration, total int, router bool) {
 	pairs := backfillPairs
 	if v := os.Getenv(backfillPairsEnv); v != "" {
 		n, err := strconv.Atoi(v)
@@ -55,12 +86,8 @@ func BenchmarkWatermarkSkewedBackfill(b *testing.B) {
 		}
 		pairs = n
 	}
-	env := testutil.SLS(b)
-	env.LogStore(b, testProject, testLogstore, skewShards)
-	span := testutil.SoakOr(3000*time.Second, 30000*time.Second)
-	total := writeSkewed(b, env, testLogstore, span, nil)
-	wmBackfill(b, env, true, total) // warm-up: the emulator's and the runtime's first allocations
-	wmBackfill(b, env, false, total)
+	wmBackfill(b, env, true, total, router) // warm-up: the emulator's and the runtime's first allocations
+	wmBackfill(b, env, false, total, router)
 	var aligned, unaligned, ratios, cpuA, cpuU, cpuRatios []float64
 	var blocks int64
 	b.ResetTimer()
@@ -73,7 +100,7 @@ func BenchmarkWatermarkSkewedBackfill(b *testing.B) {
 			var d, c [2]float64 // unaligned, aligned
 			for _, al := range order {
 				runtime.GC()
-				r := wmBackfill(b, env, al, total)
+				r := wmBackfill(b, env, al, total, router)
 				k := 0
 				if al {
 					k = 1
@@ -100,9 +127,13 @@ func BenchmarkWatermarkSkewedBackfill(b *testing.B) {
 	if len(cpuRatios) > 0 {
 		b.ReportMetric(100*(mc-1), "cpu-cost-%")
 	}
-	fmt.Printf("WatermarkSkewedBackfill: %d logs over %v of event time on %d shards (2 with %dx), %d pairs interleaved: "+
+	name, via := "channel", "a channel consumer"
+	if router {
+		name, via = "router", "a router"
+	}
+	fmt.Printf("WatermarkSkewedBackfill/%s: %d logs over %v of event time on %d shards (2 with %dx) through %s, %d pairs interleaved: "+
 		"aligned median %.3fs (%.0f logs/s), unaligned median %.3fs (%.0f logs/s); alignment costs %.1f %% (median of per-pair ratios; target < 10 %%), %.1f blocked waits (fetches or deliveries held) per aligned run\n",
-		total, span, skewShards, skewDense, len(ratios), ma, float64(total)/ma, mu, float64(total)/mu, 100*(mr-1),
+		name, total, span, skewShards, skewDense, via, len(ratios), ma, float64(total)/ma, mu, float64(total)/mu, 100*(mr-1),
 		float64(blocks)/float64(len(aligned)))
 	fmt.Printf("  spread (min p25 median p75 max): aligned s %s; unaligned s %s; cost %% %s\n",
 		quartiles(aligned, 1, "%.3f"), quartiles(unaligned, 1, "%.3f"), quartiles(ratios, 100, "%+.1f", -1))
@@ -115,10 +146,6 @@ func BenchmarkWatermarkSkewedBackfill(b *testing.B) {
 		each = append(each, fmt.Sprintf("%.3f/%.3f", aligned[i], unaligned[i]))
 	}
 	fmt.Printf("  pairs (aligned/unaligned s): %s\n", strings.Join(each, " "))
-	// What the aligned side buys: one more run of each, untimed, with the
-	// spread of the shards' watermarks sampled as in the skew test.
-	al, un := wmBackfillSpread(b, env, true, total), wmBackfillSpread(b, env, false, total)
-	fmt.Printf("  max watermark spread (untimed runs, sampled every 200 µs): aligned %v (MaxDrift %v), unaligned %v\n", al, skewMaxDrift, un)
 }
 
 // wmBackfillSpread reads the backfill once, like wmBackfill, and returns
@@ -180,13 +207,17 @@ type backfillRun struct {
 	stats   watermark.AlignerStats
 }
 
-func wmBackfill(b *testing.B, env *testutil.SLSEnv, aligned bool, total int) backfillRun {
+// wmBackfill reads the backfill once, through a router or a channel
+// consumer.
+func wmBackfill(b *testing.B, env *testutil.SLSEnv, aligned bool, total int, router bool) backfillRun {
+	if router {
+		return wmBackfillRouter(b, env, aligned, total)
+	}
 	return wmBackfillWith(b, env, aligned, total, nil, nil)
 }
 
-// wmBackfillWith is wmBackfill with hooks called after Subscribe and once
-// every log was received (before Close); nil hooks are skipped.
-func wmBackfillWith(b *testing.B, env *testutil.SLSEnv, aligned bool, total int, started func(*Subscriber), received func()) backfillRun {
+// backfillConfig is the Subscriber config of a backfill run.
+func backfillConfig(env *testutil.SLSEnv, aligned bool) SubscriberConfig {
 	cfg := SubscriberConfig{
 		ClientConfig: testConfig(env), FetchInterval: 5 * time.Millisecond, MaxFetchInterval: 20 * time.Millisecond,
 		Watermark: &WatermarkConfig{Strategy: watermark.Strategy{IdleTimeout: 5 * time.Second}},
@@ -194,7 +225,60 @@ func wmBackfillWith(b *testing.B, env *testutil.SLSEnv, aligned bool, total int,
 	if aligned {
 		cfg.Watermark.Alignment = &AlignmentConfig{Group: "backfill", MaxDrift: skewMaxDrift, Coordinator: watermark.NewInProcessCoordinator()}
 	}
-	s, err := NewSubscriber(cfg, nil)
+	return cfg
+}
+
+// wmBackfillRouter reads the backfill once through a Watermill router whose
+// handler counts the messages; the run ends when the handler returned for
+// every log.
+func wmBackfillRouter(b *testing.B, env *testutil.SLSEnv, aligned bool, total int) backfillRun {
+	s, err := NewSubscriber(backfillConfig(env, aligned), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: 10 * time.Second}, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var handled atomic.Int64
+	done := make(chan struct{})
+	router.AddConsumerHandler("backfill", testLogstore, s, func(*message.Message) error {
+		if handled.Add(1) == int64(total) {
+			close(done)
+		}
+		return nil
+	})
+	start, cpu := time.Now(), benchCPU()
+	runErr := make(chan error, 1)
+	go func() { runErr <- router.Run(context.Background()) }()
+	select {
+	case <-done:
+	case err := <-runErr:
+		b.Fatalf("aligned=%v: the router stopped after %d of %d logs: %v", aligned, handled.Load(), total, err)
+	case <-time.After(testutil.SoakOr(2*time.Minute, 20*time.Minute)):
+		b.Fatalf("aligned=%v: %d of %d logs handled", aligned, handled.Load(), total)
+	}
+	elapsed, cpu := time.Since(start), benchCPU()-cpu
+	stats, _ := s.AlignmentStats(testLogstore)
+	if err := router.Close(); err != nil {
+		b.Fatal(err)
+	}
+	if err := <-runErr; err != nil {
+		b.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		b.Fatal(err)
+	}
+	if n := handled.Load(); n != int64(total) {
+		b.Fatalf("aligned=%v: %d handler calls for %d logs", aligned, n, total)
+	}
+	return backfillRun{elapsed: elapsed, cpu: cpu, stats: stats}
+}
+
+// wmBackfillWith is wmBackfill with hooks called after Subscribe and once
+// every log was received (before Close); nil hooks are skipped.
+func wmBackfillWith(b *testing.B, env *testutil.SLSEnv, aligned bool, total int, started func(*Subscriber), received func()) backfillRun {
+	s, err := NewSubscriber(backfillConfig(env, aligned), nil)
 	if err != nil {
 		b.Fatal(err)
 	}
