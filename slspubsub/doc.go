@@ -26,7 +26,9 @@
 // PositionStore, then the consumer-group checkpoint, then StartPosition;
 // stop positions make bounded backfills. A shard's committed position is
 // the first log not yet acked, and a stopping shard finishes its LogGroup
-// so a clean handover redelivers nothing. See Subscriber.
+// so a clean handover redelivers nothing. SubscribeObserved lets a wrapper
+// see each message as its shard delivers it (the exactlyonce handlers number
+// messages this way). See Subscriber.
 //
 // # Watermarks
 //
