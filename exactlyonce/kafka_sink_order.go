@@ -37,8 +37,9 @@ func removePosition(ps []Position, p Position) ([]Position, bool) {
 //
 // or wrap the subscriber itself. Every delivered message must reach the Handler: a middleware or filter that
 // acks a message without calling the Handler leaves it pending, and the messages after it in its partition wait
-// (until Close). A failed message must come back: nacked and redelivered, or retried through the same Handler
-// (watermill's Retry middleware). A middleware that acks a failed message instead (PoisonQueue) leaves a hole
+// (until Close). A failed message must come back: nacked (by the Handler, or by a middleware that did not call
+// it) and redelivered, or retried through the same Handler (watermill's Retry middleware). A middleware that
+// acks a failed message instead (PoisonQueue) leaves a hole
 // that blocks the rest of its partition; use PoisonQueue only without this decorator, where at most one message
 // per partition may be in flight.
 func (s *KafkaSink) SubscriberDecorator(position PositionFunc) message.SubscriberDecorator {
@@ -51,7 +52,9 @@ func (s *KafkaSink) SubscriberDecorator(position PositionFunc) message.Subscribe
 	})
 }
 
-// deliver records a delivered message. One that is already committed is left out: the Handler skips it.
+// deliver records a delivered message. One that is already committed is left out: the Handler skips it. One
+// recorded already (its earlier delivery was nacked without reaching the Handler, for example by a middleware)
+// is recorded once: a second record would stay behind when the message commits and hold back the partition.
 func (s *KafkaSink) deliver(pos Position) {
 	key := partitionKey{pos.Stream, pos.Partition}
 	s.mu.Lock()
@@ -65,7 +68,9 @@ func (s *KafkaSink) deliver(pos Position) {
 		s.orders[key] = po
 	}
 	po.holes, _ = removePosition(po.holes, pos)
-	po.delivered = append(po.delivered, pos)
+	if !slices.Contains(po.delivered, pos) {
+		po.delivered = append(po.delivered, pos)
+	}
 }
 
 // orderedFailed records that an ordered message failed before it committed: it becomes a hole. Callers hold

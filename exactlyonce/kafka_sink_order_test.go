@@ -215,3 +215,42 @@ func TestKafkaSinkCloseReleasesWaitingBehind(t *testing.T) {
 		}
 	}
 }
+
+// TestKafkaSinkDeliveryOrderMiddlewareNack: a message that a middleware nacks without calling the Handler
+// (watermill's CircuitBreaker while open, a middleware that fails first) is delivered again; its two deliveries
+// count as one, so once the redelivery commits, the messages after it commit too instead of waiting forever for
+// the first delivery.
+func TestKafkaSinkDeliveryOrderMiddlewareNack(t *testing.T) {
+	brokers := testutil.Kafka(t, "positions", "out")
+	sink := ksNewSink(t, ksConfig(brokers, "order-nack"))
+	src := &chanSubscriber{ch: make(chan *message.Message)}
+	decorated, err := sink.SubscriberDecorator(ksPosition)(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := decorated.Subscribe(context.Background(), "logs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = decorated.Close() })
+	h := sink.Handler(ksEcho, ksPosition)
+	msgs := deliverAll(t, src, out, ksSource("logs", 0, 1), ksSource("logs", 0, 2))
+	// A middleware nacks offset 1 without calling the Handler; the subscriber delivers it again.
+	again := deliverAll(t, src, out, msgs[0].Copy())
+	if err := h(again[0]); err != nil {
+		t.Fatalf("redelivery of offset 1: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- h(msgs[1]) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("offset 2: %v", err)
+		}
+	case <-time.After(ksWait):
+		t.Fatal("offset 2 still waits after offset 1's redelivery committed")
+	}
+	if p, ok := sink.CommittedPosition("logs", 0); !ok || p.Offset != 2 {
+		t.Errorf("position = %+v, %v; want offset 2", p, ok)
+	}
+}
