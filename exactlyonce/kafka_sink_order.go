@@ -39,9 +39,8 @@ func removePosition(ps []Position, p Position) ([]Position, bool) {
 // acks a message without calling the Handler leaves it pending, and the messages after it in its partition wait
 // (until Close). A failed message must come back: nacked (by the Handler, or by a middleware that did not call
 // it) and redelivered, or retried through the same Handler (watermill's Retry middleware). A middleware that
-// acks a failed message instead (PoisonQueue) leaves a hole
-// that blocks the rest of its partition; use PoisonQueue only without this decorator, where at most one message
-// per partition may be in flight.
+// acks a failed message instead (PoisonQueue) leaves a hole that blocks the rest of its partition; use
+// PoisonQueue only without this decorator, where at most one message per partition may be in flight.
 func (s *KafkaSink) SubscriberDecorator(position PositionFunc) message.SubscriberDecorator {
 	return message.MessageTransformSubscriberDecorator(func(msg *message.Message) {
 		pos, err := position(msg)
