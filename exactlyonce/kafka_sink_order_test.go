@@ -29,6 +29,23 @@ func (c *chanSubscriber) Close() error {
 	return nil
 }
 
+// ksDecorated subscribes to "logs" through sink's SubscriberDecorator over a chanSubscriber, whose messages the
+// test writes into src.ch; the subscription closes with the test.
+func ksDecorated(t *testing.T, sink *KafkaSink) (src *chanSubscriber, out <-chan *message.Message) {
+	t.Helper()
+	src = &chanSubscriber{ch: make(chan *message.Message)}
+	decorated, err := sink.SubscriberDecorator(ksPosition)(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err = decorated.Subscribe(context.Background(), "logs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = decorated.Close() })
+	return src, out
+}
+
 // deliverAll passes msgs through the decorated subscription and returns them as the handler would get them.
 func deliverAll(t *testing.T, src *chanSubscriber, out <-chan *message.Message, msgs ...*message.Message) []*message.Message {
 	t.Helper()
@@ -51,16 +68,7 @@ func deliverAll(t *testing.T, src *chanSubscriber, out <-chan *message.Message, 
 func TestKafkaSinkDeliveryOrder(t *testing.T) {
 	brokers := testutil.Kafka(t, "positions", "out") // one output partition: the log order is the commit order
 	sink := ksNewSink(t, ksConfig(brokers, "order"))
-	src := &chanSubscriber{ch: make(chan *message.Message)}
-	decorated, err := sink.SubscriberDecorator(ksPosition)(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := decorated.Subscribe(context.Background(), "logs")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = decorated.Close() })
+	src, out := ksDecorated(t, sink)
 
 	var mu sync.Mutex
 	failOnce := map[string]bool{"logs-0-1": true}
@@ -143,16 +151,7 @@ func TestKafkaSinkDeliveryOrder(t *testing.T) {
 func TestKafkaSinkDeliveryOrderRetryMiddleware(t *testing.T) {
 	brokers := testutil.Kafka(t, "positions", "out")
 	sink := ksNewSink(t, ksConfig(brokers, "order-retry"))
-	src := &chanSubscriber{ch: make(chan *message.Message)}
-	decorated, err := sink.SubscriberDecorator(ksPosition)(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := decorated.Subscribe(context.Background(), "logs")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = decorated.Close() })
+	src, out := ksDecorated(t, sink)
 	attempts := 0
 	process := func(msg *message.Message) ([]*message.Message, error) {
 		if attempts++; attempts == 1 {
@@ -181,16 +180,7 @@ func TestKafkaSinkDeliveryOrderRetryMiddleware(t *testing.T) {
 func TestKafkaSinkCloseReleasesWaitingBehind(t *testing.T) {
 	brokers := testutil.Kafka(t, "positions", "out")
 	sink := ksNewSink(t, ksConfig(brokers, "order-close"))
-	src := &chanSubscriber{ch: make(chan *message.Message)}
-	decorated, err := sink.SubscriberDecorator(ksPosition)(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := decorated.Subscribe(context.Background(), "logs")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = decorated.Close() })
+	src, out := ksDecorated(t, sink)
 	h := sink.Handler(ksEcho, ksPosition)
 	msgs := deliverAll(t, src, out, ksSource("logs", 0, 1), ksSource("logs", 0, 2))
 	waiting := make(chan error, 1)
@@ -223,16 +213,7 @@ func TestKafkaSinkCloseReleasesWaitingBehind(t *testing.T) {
 func TestKafkaSinkDeliveryOrderMiddlewareNack(t *testing.T) {
 	brokers := testutil.Kafka(t, "positions", "out")
 	sink := ksNewSink(t, ksConfig(brokers, "order-nack"))
-	src := &chanSubscriber{ch: make(chan *message.Message)}
-	decorated, err := sink.SubscriberDecorator(ksPosition)(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := decorated.Subscribe(context.Background(), "logs")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = decorated.Close() })
+	src, out := ksDecorated(t, sink)
 	h := sink.Handler(ksEcho, ksPosition)
 	msgs := deliverAll(t, src, out, ksSource("logs", 0, 1), ksSource("logs", 0, 2))
 	// A middleware nacks offset 1 without calling the Handler; the subscriber delivers it again.
