@@ -357,18 +357,30 @@ func (a *Aligner) allowed(s *Shard) bool {
 		return true
 	}
 	w := s.watermark()
+	if allow, decided := a.decided(w); decided {
+		return allow
+	}
+	return w <= a.limit()
+}
+
+// decided answers for a shard with watermark w when the limit does not
+// matter: a shard without a watermark cannot be ahead; no shard may go
+// before the member's first view of the group (a fresh member must not run
+// ahead) or while members wait for an anchor (the next report gives them
+// one).
+func (a *Aligner) decided(w int64) (allow, ok bool) {
 	if w == none {
-		return true
+		return true, true
 	}
 	select {
 	case <-a.ready:
 	default:
-		return false // no view of the group yet: a fresh member must not run ahead
+		return false, true
 	}
 	if a.unanchored.Load() {
-		return false // members waiting for an anchor: our next report gives them one
+		return false, true
 	}
-	return w <= a.limit()
+	return false, false
 }
 
 // allowedFast is allowed's common case with atomic loads only: a shard of
@@ -378,16 +390,8 @@ func (a *Aligner) allowed(s *Shard) bool {
 // reverse.
 func (a *Aligner) allowedFast(s *Shard) bool {
 	w := s.watermark()
-	if w == none {
-		return true
-	}
-	select {
-	case <-a.ready:
-	default:
-		return false
-	}
-	if a.unanchored.Load() {
-		return false
+	if allow, decided := a.decided(w); decided {
+		return allow
 	}
 	m := min(a.t.alignMin.Load(), a.others.Load())
 	return m == unconstrained || m > unconstrained-a.drift || w <= m+a.drift
