@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
-	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill-kafka/v3/pkg/kafka"
 	"github.com/ThreeDotsLabs/watermill/message"
 	sls "github.com/aliyun/aliyun-log-go-sdk"
@@ -136,7 +135,7 @@ func TestSLSRouterPositionsAndResume(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	runRouter(t, "logs", sub, h.Handle)
+	testutil.RunRouter(t, "logs", sub, h.Handle)
 	testutil.Poll(t, 20*time.Second, "logs 3..9 in the sink", func() (bool, string) {
 		rows := sinkCounts(t, pool)
 		return len(rows) == 7, strconv.Itoa(len(rows)) + " rows"
@@ -150,27 +149,6 @@ func TestSLSRouterPositionsAndResume(t *testing.T) {
 	if got, ok, _ := store.Load(ctx, "c", "logs", 0); !ok || got.Offset != first+1 || got.Index != 4 {
 		t.Errorf("stored %v, want the second group's last log", got)
 	}
-}
-
-// runRouter runs a router with one consumer handler until the test ends.
-func runRouter(t *testing.T, topic string, sub message.Subscriber, h message.NoPublishHandlerFunc) {
-	t.Helper()
-	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: 10 * time.Second}, watermill.NopLogger{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	router.AddConsumerHandler("eo", topic, sub, h)
-	done := make(chan error, 1)
-	go func() { done <- router.Run(context.Background()) }()
-	<-router.Running()
-	t.Cleanup(func() {
-		if err := router.Close(); err != nil {
-			t.Errorf("close router: %v", err)
-		}
-		if err := <-done; err != nil {
-			t.Errorf("router: %v", err)
-		}
-	})
 }
 
 // KafkaResume starts a watermill-kafka subscription right after the stored offset of each partition: with a
@@ -210,7 +188,7 @@ func TestKafkaResume(t *testing.T) {
 			// Record what is delivered: resuming must not deliver (and then skip) what the store holds.
 			var mu sync.Mutex
 			var delivered []exactlyonce.Position
-			runRouter(t, "in", sub, func(msg *message.Message) error {
+			testutil.RunRouter(t, "in", sub, func(msg *message.Message) error {
 				pos, err := exactlyonce.KafkaPosition(msg)
 				if err != nil {
 					return err

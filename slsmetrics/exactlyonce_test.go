@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
@@ -82,7 +81,7 @@ func TestHandlerMetrics(t *testing.T) {
 				return v
 			}
 
-			runRouter(t, logstore, subscriber(t, env), handle)
+			testutil.RunRouter(t, logstore, subscriber(t, env), handle)
 			deadlinePoll(t, "every message applied", func() (bool, string) {
 				return messages("applied") == n, gather(t, reg).series("watermill_sls_exactlyonce_messages_total")
 			})
@@ -95,7 +94,7 @@ func TestHandlerMetrics(t *testing.T) {
 			}
 
 			// A second subscriber without the store's positions reads everything again.
-			runRouter(t, logstore, subscriber(t, env), handle)
+			testutil.RunRouter(t, logstore, subscriber(t, env), handle)
 			deadlinePoll(t, "every redelivered message skipped", func() (bool, string) {
 				return messages("skipped") == n, gather(t, reg).series("watermill_sls_exactlyonce_messages_total")
 			})
@@ -147,25 +146,4 @@ func subscriber(t *testing.T, env *testutil.SLSEnv) *slspubsub.Subscriber {
 	}
 	t.Cleanup(func() { _ = sub.Close() })
 	return sub
-}
-
-// runRouter runs a router with one consumer handler until the test ends.
-func runRouter(t *testing.T, topic string, sub message.Subscriber, h message.NoPublishHandlerFunc) {
-	t.Helper()
-	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: 10 * time.Second}, watermill.NopLogger{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	router.AddConsumerHandler("eo", topic, sub, h)
-	done := make(chan error, 1)
-	go func() { done <- router.Run(context.Background()) }()
-	<-router.Running()
-	t.Cleanup(func() {
-		if err := router.Close(); err != nil {
-			t.Errorf("close router: %v", err)
-		}
-		if err := <-done; err != nil {
-			t.Errorf("router: %v", err)
-		}
-	})
 }

@@ -31,7 +31,7 @@ func TestKafkaSinkCollector(t *testing.T) {
 	copyMsg := func(msg *message.Message) ([]*message.Message, error) {
 		return []*message.Message{message.NewMessage(msg.UUID, msg.Payload)}, nil
 	}
-	runRouter(t, logstore, subscriber(t, env), sink.Handler(copyMsg, exactlyonce.SLSPosition))
+	testutil.RunRouter(t, logstore, subscriber(t, env), sink.Handler(copyMsg, exactlyonce.SLSPosition))
 	const messages = "watermill_sls_exactlyonce_kafka_sink_messages_total"
 	pollGather(t, reg, "every message committed to Kafka", func(f families) bool {
 		v, _ := f.sum(messages, "sink", "c-0")
