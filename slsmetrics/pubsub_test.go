@@ -79,21 +79,8 @@ func TestPublisherAndSubscriberMetrics(t *testing.T) {
 	// Consume: the first message stays unacked while the lag is checked.
 	clock.setBack(0)
 	env.Server.InjectFault(slstest.Fault{Op: slstest.OpPullLogs, Times: 2, Status: 403, Code: "ReadQuotaExceed", Message: "injected"})
-	sub, err := slspubsub.NewSubscriber(slspubsub.SubscriberConfig{ClientConfig: clientConfig(env), Metrics: sm,
-		FetchInterval: 5 * time.Millisecond, MaxFetchInterval: 20 * time.Millisecond}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sub.Close() })
-	if _, err := slsmetrics.NewSubscriberCollector(reg, sub, []string{logstore}); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	ch, err := sub.Subscribe(ctx, logstore)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ch := subscribeCollected(t, reg, slspubsub.SubscriberConfig{ClientConfig: clientConfig(env), Metrics: sm,
+		FetchInterval: 5 * time.Millisecond, MaxFetchInterval: 20 * time.Millisecond}, logstore)
 	first := receive(t, ch)
 	shard := first.Metadata.Get(slspubsub.MetadataShard)
 	var lagSeconds float64
@@ -138,6 +125,27 @@ func TestPublisherAndSubscriberMetrics(t *testing.T) {
 		t.Errorf("%v successful PullLogs, %v in all, %d duration samples", ok, all, f.count("watermill_sls_subscriber_pull_logs_duration_seconds"))
 	}
 	assertNoSecret(t, f, env.AccessKeySecret, env.AccessKeyID)
+}
+
+// subscribeCollected creates a Subscriber with cfg, registers its collector for logstore with reg, and
+// subscribes to logstore until the test ends.
+func subscribeCollected(t *testing.T, reg *prometheus.Registry, cfg slspubsub.SubscriberConfig, logstore string) <-chan *message.Message {
+	t.Helper()
+	sub, err := slspubsub.NewSubscriber(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Close() })
+	if _, err := slsmetrics.NewSubscriberCollector(reg, sub, []string{logstore}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	ch, err := sub.Subscribe(ctx, logstore)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ch
 }
 
 // receive returns the next message of ch, failing the test after 20 s.
@@ -224,20 +232,7 @@ func TestSubscriberLagErrors(t *testing.T) {
 	const logstore = "events"
 	env := slsEnv(t, nil, logstore, 1)
 	reg := prometheus.NewRegistry()
-	sub, err := slspubsub.NewSubscriber(slspubsub.SubscriberConfig{ClientConfig: clientConfig(env),
-		FetchInterval: 5 * time.Millisecond}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sub.Close() })
-	if _, err := slsmetrics.NewSubscriberCollector(reg, sub, []string{logstore}); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	if _, err := sub.Subscribe(ctx, logstore); err != nil {
-		t.Fatal(err)
-	}
+	subscribeCollected(t, reg, slspubsub.SubscriberConfig{ClientConfig: clientConfig(env), FetchInterval: 5 * time.Millisecond}, logstore)
 	const lag = "watermill_sls_subscriber_shard_lag_log_groups"
 	pollGather(t, reg, "the shard's lag", func(f families) bool { _, n := f.sum(lag); return n == 1 }, lag)
 

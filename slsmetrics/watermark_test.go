@@ -1,7 +1,6 @@
 package slsmetrics_test
 
 import (
-	"context"
 	"strconv"
 	"testing"
 	"time"
@@ -33,24 +32,11 @@ func TestSubscriberWatermarkAndAlignmentMetrics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sub, err := slspubsub.NewSubscriber(slspubsub.SubscriberConfig{ClientConfig: clientConfig(env), Metrics: sm,
+	ch := subscribeCollected(t, reg, slspubsub.SubscriberConfig{ClientConfig: clientConfig(env), Metrics: sm,
 		FetchCount: 2, FetchInterval: 5 * time.Millisecond, MaxFetchInterval: 20 * time.Millisecond,
 		Watermark: &slspubsub.WatermarkConfig{Strategy: watermark.Strategy{IdleTimeout: time.Second},
 			Alignment: &slspubsub.AlignmentConfig{Group: "g", MaxDrift: 10 * time.Second, Coordinator: watermark.NewInProcessCoordinator()}},
-	}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sub.Close() })
-	if _, err := slsmetrics.NewSubscriberCollector(reg, sub, []string{logstore}); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	ch, err := sub.Subscribe(ctx, logstore)
-	if err != nil {
-		t.Fatal(err)
-	}
+	}, logstore)
 	for range total {
 		receive(t, ch).Ack()
 	}
