@@ -156,19 +156,7 @@ func TestBatchHandlerCommitFailureFailsAll(t *testing.T) {
 	h := newBatchHandler(t, store, 4, sink.handle)
 	bad := testMsg(1, 1)
 	bad.Metadata.Set("commitfail", "1")
-	res := handleBatch(t, h, testMsg(0, 1), testMsg(0, 2), bad, testMsg(2, 1))
-	for i, err := range res {
-		var pgErr interface{ SQLState() string }
-		if !errors.As(err, &pgErr) || pgErr.SQLState() != "23505" {
-			t.Errorf("message %d: %v, want the commit's unique violation", i, err)
-		}
-	}
-	if rows := sinkCounts(t, pool); len(rows) != 0 {
-		t.Errorf("sink holds %v after a failed commit", rows)
-	}
-	for p := range int32(3) {
-		wantStored(t, store, "c", p, -1)
-	}
+	wantFailedCommit(t, store, pool, 3, handleBatch(t, h, testMsg(0, 1), testMsg(0, 2), bad, testMsg(2, 1))...)
 	// Each partition is blocked at its first message of the failed batch: a later message alone must wait.
 	h.Close()
 	h = newBatchHandler(t, store, 1, sink.handle)

@@ -273,18 +273,7 @@ func TestBulkHandlerCommitFailureFailsAll(t *testing.T) {
 	h := newBulkHandler(t, store, 4, sink.handle)
 	bad := testMsg(1, 1)
 	bad.Metadata.Set("commitfail", "1")
-	for i, err := range handleBatch(t, h, testMsg(0, 1), testMsg(0, 2), bad, testMsg(2, 1)) {
-		var pgErr interface{ SQLState() string }
-		if !errors.As(err, &pgErr) || pgErr.SQLState() != "23505" {
-			t.Errorf("message %d: %v, want the commit's unique violation", i, err)
-		}
-	}
-	if rows := sinkCounts(t, pool); len(rows) != 0 {
-		t.Errorf("sink holds %v after a failed commit", rows)
-	}
-	for p := range int32(3) {
-		wantStored(t, store, "c", p, -1)
-	}
+	wantFailedCommit(t, store, pool, 3, handleBatch(t, h, testMsg(0, 1), testMsg(0, 2), bad, testMsg(2, 1))...)
 	for i, err := range handleBatch(t, h, testMsg(0, 3), testMsg(1, 2), testMsg(2, 2), testMsg(3, 1)) {
 		if blocked := errors.Is(err, exactlyonce.ErrPartitionBlocked); blocked != (i < 3) {
 			t.Errorf("message %d after the failed commit: %v (want blocked: %v)", i, err, i < 3)

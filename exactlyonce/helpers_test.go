@@ -2,6 +2,7 @@ package exactlyonce_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"testing"
@@ -115,5 +116,24 @@ func waitResult(t testing.TB, ch <-chan error) error {
 	case <-time.After(20 * time.Second):
 		t.Fatal("handler call did not return within 20 s")
 		return nil
+	}
+}
+
+// wantFailedCommit checks that each of errs is the unique violation the deferred constraint raises at commit
+// (createDeferred), that the sink holds nothing and that consumer "c" has no position stored for partitions 0
+// to partitions-1.
+func wantFailedCommit(t testing.TB, store *exactlyonce.Store, pool *pgxpool.Pool, partitions int32, errs ...error) {
+	t.Helper()
+	for i, err := range errs {
+		var pgErr interface{ SQLState() string }
+		if !errors.As(err, &pgErr) || pgErr.SQLState() != "23505" {
+			t.Errorf("message %d: %v, want the commit's unique violation", i, err)
+		}
+	}
+	if rows := sinkCounts(t, pool); len(rows) != 0 {
+		t.Errorf("sink holds %v after a failed commit", rows)
+	}
+	for p := range partitions {
+		wantStored(t, store, "c", p, -1)
 	}
 }
