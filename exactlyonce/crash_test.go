@@ -1,7 +1,6 @@
 package exactlyonce_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -206,24 +205,6 @@ func (r crashResult) report(t *testing.T, n int) {
 	}
 }
 
-// lockedBuffer collects a child's output.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 // runCrashLoop starts the consumer child kills+1 times; the first kills runs are SIGKILLed once the sink has
 // grown past a random target, the last runs until every record is in the sink.
 func runCrashLoop(t *testing.T, pool *pgxpool.Pool, n, kills int, env ...string) crashResult {
@@ -238,7 +219,7 @@ func runCrashLoop(t *testing.T, pool *pgxpool.Pool, n, kills int, env ...string)
 	}
 	var res crashResult
 	for run := 0; run <= kills; run++ {
-		out := &lockedBuffer{}
+		out := &testutil.Buffer{}
 		cmd := exec.Command(os.Args[0], "-test.run=^"+t.Name()+"$", "-test.count=1", "-test.v")
 		cmd.Env = append(os.Environ(), env...)
 		cmd.Stdout, cmd.Stderr = out, out

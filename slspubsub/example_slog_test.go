@@ -1,7 +1,6 @@
 package slspubsub_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -9,7 +8,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -76,24 +74,6 @@ func Example_structuredLogs() {
 	// hello
 }
 
-// lockedBuffer collects log output written from several goroutines.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // A Publisher and a consumer-group Subscriber (resuming through a PostgreSQL
 // position store) run with STS credentials, under injected faults that make
 // them log retries and failures at every level down to Trace; the captured
@@ -128,7 +108,7 @@ func TestLogsShowNoSecrets(t *testing.T) {
 		t.Fatalf("migrate through %s: %v", redactedURL(dbURL), err)
 	}
 
-	var out lockedBuffer
+	var out testutil.Buffer
 	logger := watermill.NewSlogLogger(slog.New(slog.NewTextHandler(&out, &slog.HandlerOptions{Level: watermill.LevelTrace})))
 
 	// Faults that make both sides log: busy writes, failing pulls,

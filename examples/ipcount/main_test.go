@@ -4,7 +4,6 @@ import (
 	"context"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -81,7 +80,7 @@ func TestIPCount(t *testing.T) {
 
 func checkRun(ctx context.Context, t *testing.T, e *env, o options, spawn func() *commandSpec) {
 	t.Helper()
-	out := &syncBuffer{}
+	out := &testutil.Buffer{}
 	v, err := runOn(ctx, e, o, spawn, out)
 	t.Logf("demo output:\n%s", out.String())
 	if err != nil {
@@ -104,24 +103,6 @@ func checkRun(ctx context.Context, t *testing.T, e *env, o options, spawn func()
 	if !v.ok() {
 		t.Errorf("verification not ok")
 	}
-}
-
-// syncBuffer is a strings.Builder safe for the demo's concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 // TestVerify checks the check: counts equal to the truth pass; a count too high, one missing, one left open
